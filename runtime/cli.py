@@ -1,0 +1,346 @@
+"""The ``les02-flow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .compiler import CompiledFlow, compile_document, compile_file
+from .describe import flow_schema, node_markdown, nodes_markdown, render_graph
+from .engine import Engine, format_stats
+from .flowfile import FlowDocument, FlowErrors
+from .node import NodeStartError
+from .registry import RegistryError, default_registry
+
+__all__ = ["main"]
+
+log = logging.getLogger("les02_flow")
+
+EPILOG = """\
+examples:
+  les02-flow run flows/default.yaml                      serve the simulated LES02 on ws://localhost:8765
+  les02-flow run flows/default.yaml --set ws.port=9000   override one node's config
+  les02-flow validate flows/*.yaml                       check flows, every error with FILE:LINE:COL
+  les02-flow graph flows/default.yaml --format dot       draw the pipeline
+  les02-flow nodes ws_sink                               document one node type
+  les02-flow tap --types position_sample                 print the live event stream
+  les02-flow sim --interface socketcan --channel vcan0   put simulated LES02 traffic on a bus
+"""
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
+            )
+        )
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _print_errors(errors: FlowErrors) -> None:
+    for err in errors.errors:
+        print(err, file=sys.stderr)
+    n = len(errors.errors)
+    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+def _compile(path: str, sets: Sequence[str]) -> CompiledFlow | None:
+    try:
+        return compile_file(path, sets)
+    except FlowErrors as errors:
+        _print_errors(errors)
+        return None
+
+
+async def _serve(flow: CompiledFlow, stats_interval: float) -> int:
+    """Run a flow until SIGINT/SIGTERM or until every source finished."""
+    loop = asyncio.get_running_loop()
+    engine = Engine(flow, stats_interval=stats_interval)
+    interrupts = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            log.info("%s: stopping gracefully (press Ctrl-C again to force)", signame)
+            engine.request_stop()
+        elif signame == "SIGINT":
+            log.warning("second SIGINT: forcing exit")
+            logging.shutdown()
+            os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    log.info("flow '%s' (%s): starting %d nodes", flow.name, flow.path, len(engine.nodes))
+    try:
+        await engine.start()
+    except NodeStartError as exc:
+        log.error("cannot start flow '%s': %s", flow.name, exc)
+        return 1
+    log.info("flow '%s' running", flow.name)
+    try:
+        why = await engine.wait()
+        log.info("flow '%s': %s, stopping", flow.name, why)
+    finally:
+        await engine.stop()
+        log.info("stats %s", format_stats(engine.counters()))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    flow = _compile(args.flow, args.set)
+    if flow is None:
+        return 1
+    return asyncio.run(_serve(flow, args.stats_interval))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.flows:
+        flow = _compile(path, args.set)
+        if flow is None:
+            status = 1
+        else:
+            print(f"{path}: ok ({len(flow.nodes)} nodes)")
+    return status
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    flow = _compile(args.flow, args.set)
+    if flow is None:
+        return 1
+    sys.stdout.write(render_graph(flow, args.format))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.type:
+        cls = registry.get(args.type)
+        if cls is None:
+            close = registry.closest(args.type)
+            hint = f" (did you mean '{close}'?)" if close else ""
+            print(f"unknown node type '{args.type}'{hint}", file=sys.stderr)
+            print(f"known types: {', '.join(registry.names())}", file=sys.stderr)
+            return 1
+        sys.stdout.write(node_markdown(cls))
+        return 0
+    if args.markdown:
+        sys.stdout.write(nodes_markdown(registry))
+        return 0
+    width = max(len(n) for n in registry.names())
+    for cls in registry:
+        inp = cls.input_kind.value if cls.input_kind else "-"
+        outs = ",".join(f"{p}:{k.value}" for p, k in cls.output_ports.items()) or "-"
+        print(f"{cls.type_name:<{width}}  in={inp:<5} out={outs:<26} {cls.summary()}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    json.dump(flow_schema(default_registry()), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    from .nodes.ws.tap import tap
+
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    try:
+        return asyncio.run(tap(args.url, types=types, count=args.count))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    config: dict[str, Any] = {
+        "type": "les02_sim",
+        "interface": args.interface,
+        "channel": args.channel,
+        "speed": args.speed,
+    }
+    for key in ("trips", "seed", "bitrate", "duration"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    doc = FlowDocument(
+        path="les02-flow sim",
+        data={"version": 1, "name": "sim", "nodes": {"sim": config}},
+    )
+    try:
+        flow = compile_document(doc)
+    except FlowErrors as errors:
+        _print_errors(errors)
+        return 1
+    return asyncio.run(_serve(flow, args.stats_interval))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="les02-flow",
+        description="Run YAML flows of reactive nodes over CAN bus data (LES02 elevator, "
+        "ECUconnect).",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"les02-flow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, ex: str) -> Any:
+        p = sub.add_parser(
+            name, help=help_, description=help_, epilog=f"examples:\n{ex}", formatter_class=fmt
+        )
+        p.set_defaults(func=func)
+        return p
+
+    def add_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="NODE.KEY=VALUE",
+            help="override a node's config value (repeatable), e.g. --set ws.port=9000",
+        )
+
+    def add_logging(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            default="INFO",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="logging level (default INFO)",
+        )
+        p.add_argument("--log-file", help="also log to this file (rotated at 10 MB, 5 kept)")
+        p.add_argument(
+            "--stats-interval",
+            type=_positive_float,
+            default=60.0,
+            metavar="S",
+            help="log per-node counters every S seconds (0 = only at exit; default 60)",
+        )
+
+    p = add(
+        "run",
+        cmd_run,
+        "run a flow until Ctrl-C/SIGTERM or until all its sources finish",
+        "  les02-flow run flows/default.yaml\n"
+        "  les02-flow run flows/default.yaml --set ws.port=9000 --stats-interval 10\n"
+        "  les02-flow run flows/socketcan.yaml --set bus.channel=can1",
+    )
+    p.add_argument("flow", help="flow file (YAML)")
+    add_set(p)
+    add_logging(p)
+
+    p = add(
+        "validate",
+        cmd_validate,
+        "check flow files; every error is printed as FILE:LINE:COL: node 'ID': message",
+        "  les02-flow validate flows/*.yaml\n  les02-flow validate my.yaml --set ws.port=9000",
+    )
+    p.add_argument("flows", nargs="+", metavar="FLOW", help="flow files")
+    add_set(p)
+
+    p = add(
+        "graph",
+        cmd_graph,
+        "print a flow as a Mermaid or Graphviz diagram",
+        "  les02-flow graph flows/default.yaml\n"
+        "  les02-flow graph flows/default.yaml --format dot | dot -Tpng > flow.png",
+    )
+    p.add_argument("flow", help="flow file (YAML)")
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    add_set(p)
+
+    p = add(
+        "nodes",
+        cmd_nodes,
+        "list node types, or document one: ports and every config key",
+        "  les02-flow nodes\n  les02-flow nodes ws_sink\n  les02-flow nodes --markdown",
+    )
+    p.add_argument("type", nargs="?", help="a node type to document")
+    p.add_argument("--markdown", action="store_true", help="all types as docs/nodes.md")
+
+    add(
+        "schema",
+        cmd_schema,
+        "print the JSON Schema of the flow format (for editor autocompletion)",
+        "  les02-flow schema > flow.schema.json",
+    )
+
+    p = add(
+        "tap",
+        cmd_tap,
+        "print a WebSocket event stream, one JSON event per line",
+        "  les02-flow tap\n"
+        "  les02-flow tap ws://localhost:9000 --types position_sample,status\n"
+        "  les02-flow tap --count 10",
+    )
+    p.add_argument("url", nargs="?", default="ws://localhost:8765", help="default %(default)s")
+    p.add_argument("--types", help="comma-separated event types to receive (default: all)")
+    p.add_argument("--count", type=int, help="stop after N events")
+
+    p = add(
+        "sim",
+        cmd_sim,
+        "put simulated LES02 elevator traffic onto a python-can bus",
+        "  les02-flow sim --interface socketcan --channel vcan0\n"
+        "  les02-flow sim --interface virtual --channel les02 --speed 4 --trips 3",
+    )
+    p.add_argument("--interface", "-i", default="virtual", help="python-can interface")
+    p.add_argument("--channel", "-c", default="les02", help="bus channel")
+    p.add_argument("--bitrate", "-b", type=int, help="bitrate (hardware interfaces)")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="time factor (default 1)")
+    p.add_argument("--trips", type=int, help="stop after N trips (default endless)")
+    p.add_argument("--duration", type=_positive_float, help="stop after S simulated seconds")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same trips)")
+    add_logging(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", None) or "INFO"
+    _setup_logging(level, getattr(args, "log_file", None))
+    try:
+        code: int = args.func(args)
+    except RegistryError as exc:
+        print(f"les02-flow: node registry: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"les02-flow: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Flow compiler: validates a :class:`FlowDocument` against the registry, collecting *every*
+error before anything is built. ``validate``, ``graph``, ``run`` and ``schema`` share it.
+
+Checks, each reported as ``FILE:LINE:COL: node 'ID': message``: top-level shape and
+``version``; unknown node type (with the closest known name); unknown config key (with the
+closest known key); wrong value type or range (pydantic); reserved keys (``type``, ``wires``,
+``label``, ``disabled``); wires to a missing node or port, into a source, out of a sink; kind
+mismatch between an output port and an input; cycles; plus what reading found (YAML syntax,
+duplicate ids, unset variables, bad ``--set``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
+from .node import DEFAULT_PORT, Node, NodeConfig
+from .registry import Registry, default_registry
+
+__all__ = ["CompiledFlow", "CompiledNode", "compile_document", "compile_file"]
+
+RESERVED = ("type", "wires", "label", "disabled")
+TOP_LEVEL = ("version", "name", "description", "nodes")
+
+
+@dataclass
+class CompiledNode:
+    """One validated node: its class, config instance and outgoing wires per port."""
+
+    id: str
+    cls: type[Node[NodeConfig]]
+    config: NodeConfig
+    wires: dict[str, list[str]] = field(default_factory=dict)
+    label: str | None = None
+    disabled: bool = False
+    location: Location = field(default_factory=lambda: Location("<flow>"))
+
+    @property
+    def type_name(self) -> str:
+        return self.cls.type_name
+
+
+@dataclass
+class CompiledFlow:
+    """A valid flow: nodes in topological order (sources first)."""
+
+    name: str
+    path: str
+    nodes: dict[str, CompiledNode]
+
+    def enabled(self) -> list[CompiledNode]:
+        return [n for n in self.nodes.values() if not n.disabled]
+
+    def upstream(self, node_id: str) -> list[tuple[str, str]]:
+        """``(node id, port)`` pairs wired into ``node_id`` from enabled nodes."""
+        return [
+            (n.id, port)
+            for n in self.enabled()
+            for port, targets in n.wires.items()
+            if node_id in targets
+        ]
+
+
+def compile_file(
+    path: str | Path, sets: Sequence[str] = (), registry: Registry | None = None
+) -> CompiledFlow:
+    """Read, override and validate a flow file; raises :class:`FlowErrors` with all errors."""
+    doc = load_flow(path)
+    if doc.data is not None:
+        apply_sets(doc, sets)
+    return compile_document(doc, registry)
+
+
+def compile_document(doc: FlowDocument, registry: Registry | None = None) -> CompiledFlow:
+    """Validate a loaded document; raises :class:`FlowErrors` with every error found."""
+    registry = registry or default_registry()
+    errors = list(doc.errors)
+    data = doc.data
+    if data is None:
+        if not errors:
+            errors.append(FlowError(Location(doc.path, 1, 1), "the flow file is empty"))
+        raise FlowErrors(errors)
+    if not isinstance(data, dict):
+        errors.append(FlowError(doc.where(()), "a flow must be a mapping with 'nodes'"))
+        raise FlowErrors(errors)
+
+    for key in data:
+        if key not in TOP_LEVEL:
+            errors.append(
+                FlowError(
+                    doc.where((key,), key=True),
+                    f"unknown top-level key '{key}'{_hint(key, TOP_LEVEL)} "
+                    f"(allowed: {', '.join(TOP_LEVEL)})",
+                )
+            )
+    version = data.get("version")
+    if version != 1:
+        where = doc.where(("version",)) if "version" in data else doc.where(())
+        errors.append(FlowError(where, f"'version' must be 1, got {version!r}"))
+    name = data.get("name", Path(doc.path).stem)
+    if not isinstance(name, str):
+        errors.append(FlowError(doc.where(("name",)), "'name' must be a string"))
+        name = str(name)
+
+    raw_nodes = data.get("nodes")
+    nodes: dict[str, CompiledNode] = {}
+    if not isinstance(raw_nodes, dict) or not raw_nodes:
+        where = doc.where(("nodes",)) if "nodes" in data else doc.where(())
+        errors.append(FlowError(where, "'nodes' must be a non-empty mapping of id -> node"))
+        raise FlowErrors(errors)
+
+    classes: dict[str, type[Node[NodeConfig]]] = {}
+    wiring: dict[str, dict[str, list[str]]] = {}
+    for node_id, raw in raw_nodes.items():
+        nid = str(node_id)
+        cls, compiled = _compile_node(doc, registry, nid, raw, errors)
+        if cls is None:
+            continue
+        classes[nid] = cls
+        wiring[nid] = _compile_wires(doc, nid, cls, raw.get("wires"), raw_nodes, errors)
+        if compiled is not None:
+            compiled.wires = wiring[nid]
+            nodes[nid] = compiled
+    _check_kinds(doc, classes, wiring, errors)
+    _check_cycles(doc, wiring, errors)
+    if errors:
+        raise FlowErrors(errors)
+    ordered = {nid: nodes[nid] for nid in _topological(nodes)}
+    return CompiledFlow(name=name, path=doc.path, nodes=ordered)
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    found = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{found[0]}'?)" if found else ""
+
+
+def _compile_node(
+    doc: FlowDocument, registry: Registry, nid: str, raw: Any, errors: list[FlowError]
+) -> tuple[type[Node[NodeConfig]] | None, CompiledNode | None]:
+    """The node's class (when its type is known) and the compiled node (when all is valid)."""
+    base = ("nodes", nid)
+    loc = doc.where(base, key=True)
+    if not isinstance(raw, dict):
+        errors.append(
+            FlowError(doc.where(base), "a node must be a mapping with at least 'type'", nid)
+        )
+        return None, None
+    type_name = raw.get("type")
+    if type_name is None:
+        errors.append(FlowError(loc, "missing 'type'", nid))
+        return None, None
+    cls = registry.get(str(type_name))
+    if cls is None:
+        close = registry.closest(str(type_name))
+        hint = f" (did you mean '{close}'?)" if close else ""
+        errors.append(
+            FlowError(doc.where((*base, "type")), f"unknown node type '{type_name}'{hint}", nid)
+        )
+        return None, None
+
+    label = raw.get("label")
+    if label is not None and not isinstance(label, str):
+        errors.append(FlowError(doc.where((*base, "label")), "'label' must be a string", nid))
+    disabled = raw.get("disabled", False)
+    if not isinstance(disabled, bool):
+        errors.append(
+            FlowError(doc.where((*base, "disabled")), "'disabled' must be true or false", nid)
+        )
+        disabled = False
+
+    fields = cls.config_model.model_fields
+    settings = {k: v for k, v in raw.items() if k not in RESERVED}
+    config: NodeConfig | None = None
+    try:
+        config = cls.config_model.model_validate(settings)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc_path = tuple(err["loc"])
+            if (*base, *loc_path) in doc.poisoned:
+                continue  # already reported (e.g. an unset variable)
+            key = str(loc_path[0]) if loc_path else ""
+            if err["type"] == "extra_forbidden":
+                known = [*fields, *RESERVED]
+                msg = f"unknown config key '{key}' for {type_name}{_hint(key, known)}"
+                where = doc.where((*base, *loc_path), key=True)
+            elif err["type"] == "missing":
+                msg = f"missing required config key '{'.'.join(map(str, loc_path))}'"
+                where = loc
+            else:
+                dotted = ".".join(map(str, loc_path))
+                given = err.get("input")
+                msg = f"'{dotted}': {err['msg']} (got {given!r})" if dotted else err["msg"]
+                where = doc.where((*base, *loc_path))
+            errors.append(FlowError(where, msg, nid))
+    if config is None:
+        return cls, None
+    return cls, CompiledNode(
+        id=nid,
+        cls=cls,
+        config=config,
+        label=label if isinstance(label, str) else None,
+        disabled=disabled,
+        location=loc,
+    )
+
+
+def _compile_wires(
+    doc: FlowDocument,
+    nid: str,
+    cls: type[Node[NodeConfig]],
+    raw: Any,
+    raw_nodes: dict[Any, Any],
+    errors: list[FlowError],
+) -> dict[str, list[str]]:
+    base = ("nodes", nid, "wires")
+    if raw is None:
+        return {}
+    ports = dict(cls.output_ports)
+    if not ports:
+        errors.append(
+            FlowError(doc.where(base), f"{cls.type_name} is a sink: it has no output to wire", nid)
+        )
+        return {}
+    by_port: dict[str, tuple[Any, tuple[str | int, ...]]] = {}
+    if isinstance(raw, list):
+        default = DEFAULT_PORT if DEFAULT_PORT in ports else next(iter(ports))
+        by_port[default] = (raw, base)
+    elif isinstance(raw, dict):
+        for port, targets in raw.items():
+            by_port[str(port)] = (targets, (*base, port))
+    elif isinstance(raw, str):
+        default = DEFAULT_PORT if DEFAULT_PORT in ports else next(iter(ports))
+        by_port[default] = ([raw], base)
+    else:
+        errors.append(
+            FlowError(
+                doc.where(base),
+                "'wires' must be a list of node ids or a mapping of port -> list of node ids",
+                nid,
+            )
+        )
+        return {}
+    wires: dict[str, list[str]] = {}
+    for port, (targets, path) in by_port.items():
+        if port not in ports:
+            errors.append(
+                FlowError(
+                    doc.where(path, key=True),
+                    f"{cls.type_name} has no output port '{port}' "
+                    f"(ports: {', '.join(ports)}){_hint(port, list(ports))}",
+                    nid,
+                )
+            )
+            continue
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list):
+            errors.append(
+                FlowError(doc.where(path), f"port '{port}': expected a list of node ids", nid)
+            )
+            continue
+        clean: list[str] = []
+        for i, target in enumerate(targets):
+            where = doc.where((*path, i)) if isinstance(raw, (list, dict)) else doc.where(path)
+            if not isinstance(target, str):
+                msg = f"wire target must be a node id, got {target!r}"
+                errors.append(FlowError(where, msg, nid))
+            elif target not in raw_nodes:
+                known = [str(k) for k in raw_nodes]
+                errors.append(
+                    FlowError(where, f"wire to missing node '{target}'{_hint(target, known)}", nid)
+                )
+            elif target == nid:
+                errors.append(FlowError(where, "a node cannot be wired to itself", nid))
+            elif target not in clean:
+                clean.append(target)
+        wires[port] = clean
+    return wires
+
+
+def _check_kinds(
+    doc: FlowDocument,
+    classes: dict[str, type[Node[NodeConfig]]],
+    wiring: dict[str, dict[str, list[str]]],
+    errors: list[FlowError],
+) -> None:
+    for nid, wires in wiring.items():
+        for port, targets in wires.items():
+            out_kind = classes[nid].output_ports[port]
+            for i, target in enumerate(targets):
+                dst = classes.get(target)
+                if dst is None:
+                    continue  # an error was already reported for that node
+                by_port = ("nodes", nid, "wires", port, i)
+                listed = ("nodes", nid, "wires", i)
+                where = doc.where(by_port if by_port in doc.values else listed)
+                if dst.input_kind is None:
+                    msg = f"'{target}' ({dst.type_name}) is a source: it takes no input"
+                    errors.append(FlowError(where, msg, nid))
+                elif not dst.input_kind.accepts(out_kind):
+                    errors.append(
+                        FlowError(
+                            where,
+                            f"kind mismatch: port '{port}' carries {out_kind.value} messages but "
+                            f"'{target}' ({dst.type_name}) takes {dst.input_kind.value}",
+                            nid,
+                        )
+                    )
+
+
+def _check_cycles(
+    doc: FlowDocument, wiring: dict[str, dict[str, list[str]]], errors: list[FlowError]
+) -> None:
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(wiring, white)
+    reported: set[frozenset[str]] = set()
+
+    def visit(nid: str, stack: list[str]) -> None:
+        color[nid] = grey
+        stack.append(nid)
+        for targets in wiring[nid].values():
+            for t in targets:
+                if t not in wiring:
+                    continue
+                if color[t] == grey:
+                    cycle = [*stack[stack.index(t) :], t]
+                    key = frozenset(cycle)
+                    if key not in reported:
+                        reported.add(key)
+                        errors.append(
+                            FlowError(
+                                doc.where(("nodes", t), key=True),
+                                f"cycle: {' -> '.join(cycle)}",
+                                node_id=t,
+                            )
+                        )
+                elif color[t] == white:
+                    visit(t, stack)
+        stack.pop()
+        color[nid] = black
+
+    for nid in wiring:
+        if color[nid] == white:
+            visit(nid, [])
+
+
+def _topological(nodes: dict[str, CompiledNode]) -> list[str]:
+    indegree = dict.fromkeys(nodes, 0)
+    for node in nodes.values():
+        for targets in node.wires.values():
+            for t in targets:
+                indegree[t] += 1
+    ready = [nid for nid, d in indegree.items() if d == 0]
+    order: list[str] = []
+    while ready:
+        nid = ready.pop(0)
+        order.append(nid)
+        for targets in nodes[nid].wires.values():
+            for t in targets:
+                indegree[t] -= 1
+                if indegree[t] == 0:
+                    ready.append(t)
+    return order

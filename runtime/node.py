@@ -1,0 +1,339 @@
+"""The node contract: what every node type declares and implements.
+
+A node type is one subclass of :class:`Node`. Its class attributes are the declaration from
+which validation, ``les02-flow nodes``, ``docs/nodes.md`` and ``les02-flow schema`` derive:
+
+* ``type_name`` -- snake_case, unique across built-ins and plugins;
+* ``config_model`` -- a :class:`NodeConfig` subclass (pydantic v2, ``extra="forbid"``,
+  every field with a description and a default or marked required);
+* ``input_kind`` -- the :class:`Kind` it accepts, or ``None`` for a source;
+* ``output_ports`` -- ``{port name: Kind}``; empty for a sink;
+* the class docstring -- the first line is the summary, the rest the documentation.
+
+Calling rules (the runtime keeps them; nodes may rely on them):
+
+1. ``__init__(node_id, config, ctx)`` does no I/O.
+2. Transforms and sources implement ``build(source)``, returning ``{port: Observable}`` for
+   every declared output port, made of reactivex operators only: no subscribing, no I/O, no
+   wall clock. ``source`` is ``None`` for a source node. ``build`` is called once.
+3. Sinks (an ``input_kind`` and no output ports) implement ``consume(message)``; the runtime
+   subscribes the sink's input and calls it once per message, on the event-loop thread.
+4. ``await start()`` opens resources (sinks first, then transforms, then sources) and raises
+   :class:`NodeStartError` with a clear message when it cannot. ``await stop()`` is idempotent,
+   bounded in time and never raises; sinks flush in it.
+5. Everything that enters the graph is emitted on the event-loop thread.
+6. Per-message exceptions never end a stream: use :meth:`Node.each` (and :meth:`Node.split`),
+   which count, log (rate-limited) and skip the message. The runtime's input guard does the same
+   for exceptions that escape synchronously from a node's chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import reactivex
+from pydantic import BaseModel, ConfigDict
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Context",
+    "Counters",
+    "Kind",
+    "Node",
+    "NodeConfig",
+    "NodeStartError",
+    "RateLimitedLog",
+]
+
+DEFAULT_PORT = "out"
+
+T = TypeVar("T")
+U = TypeVar("U")
+ConfigT = TypeVar("ConfigT", bound="NodeConfig")
+
+
+class Kind(enum.StrEnum):
+    """What travels on a wire.
+
+    ``frame`` is a :class:`can.Message`; ``event`` is an event envelope dict
+    (``docs/protocol.md``); ``any`` is accepted by nodes that take either (only as an input).
+    """
+
+    FRAME = "frame"
+    EVENT = "event"
+    ANY = "any"
+
+    def accepts(self, other: Kind) -> bool:
+        """True when an input of this kind may be wired from an output of kind ``other``."""
+        return self is Kind.ANY or other is Kind.ANY or self is other
+
+
+class NodeConfig(BaseModel):
+    """Base of every node config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NodeStartError(Exception):
+    """A node could not open its resources; the message says which and why."""
+
+
+@dataclass
+class Counters:
+    """Per-node message counters, read by the periodic stats line."""
+
+    received: int = 0
+    emitted: int = 0
+    dropped: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a node-specific counter (shown in the stats line)."""
+        self.extra[name] = self.extra.get(name, 0) + n
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "in": self.received,
+            "out": self.emitted,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            **self.extra,
+        }
+
+
+class RateLimitedLog:
+    """Logs the first occurrence at once, then at most one line per ``interval`` seconds,
+    saying how many were suppressed in between."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += f" ({self._suppressed} similar suppressed)"
+            self._suppressed = 0
+        self._next = now + self._interval
+        self._logger.log(level, msg, *args, exc_info=exc_info)
+
+
+@dataclass
+class Context:
+    """What the runtime gives a node: its logger, counters and the event loop.
+
+    ``bus_info`` is filled by the runtime for sinks that advertise the bus that feeds them:
+    interface, channel and bitrate of the upstream ``can_source`` where known.
+    """
+
+    node_id: str
+    logger: logging.Logger
+    counters: Counters = field(default_factory=Counters)
+    loop: asyncio.AbstractEventLoop | None = None
+    bus_info: dict[str, str] = field(default_factory=dict)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (valid in ``start`` and later)."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        return self.loop
+
+
+class Node(Generic[ConfigT]):
+    """Base class of every node type. See the module docstring for the calling rules."""
+
+    type_name: ClassVar[str] = ""
+    config_model: ClassVar[type[NodeConfig]] = NodeConfig
+    input_kind: ClassVar[Kind | None] = None
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+    #: flow snippets (YAML, one node) that ``tests/test_node_examples.py`` validates
+    examples: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, node_id: str, config: ConfigT, ctx: Context) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.ctx = ctx
+        self.log = ctx.logger
+        self.counters = ctx.counters
+        self._error_log = RateLimitedLog(ctx.logger)
+
+    # -- declaration helpers ---------------------------------------------------------------
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @classmethod
+    def is_source(cls) -> bool:
+        return cls.input_kind is None
+
+    @classmethod
+    def is_sink(cls) -> bool:
+        return cls.input_kind is not None and not cls.output_ports
+
+    # -- graph -----------------------------------------------------------------------------
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        """Return ``{port: Observable}`` for every output port (see the calling rules)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+
+    def consume(self, message: Any) -> None:
+        """Sinks: handle one message (on the loop thread, must not block)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement consume()")
+
+    def input_completed(self) -> None:
+        """Sinks: the input stream completed (all upstream sources finished)."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open resources. Raise :class:`NodeStartError` with a clear message on failure."""
+
+    async def stop(self) -> None:
+        """Release resources: idempotent, bounded in time, never raises."""
+
+    async def finished(self) -> None:
+        """Sources without output ports: return when the source has nothing more to do.
+
+        Sources with ports finish when all their ports complete; the default never returns.
+        """
+        await asyncio.Event().wait()
+
+    # -- per-message error handling ----------------------------------------------------------
+
+    def report_error(self, message: Any, exc: BaseException) -> None:
+        """Count a per-message failure and log it (rate-limited) with the node id."""
+        self.counters.errors += 1
+        self._error_log(
+            logging.WARNING,
+            "node '%s': %s on %s: %s -- message skipped",
+            self.node_id,
+            type(exc).__name__,
+            _short(message),
+            exc,
+        )
+
+    def each(self, fn: Callable[[T], U | None]) -> Callable[[Observable[T]], Observable[U]]:
+        """Operator: apply ``fn`` to each message; ``None`` drops it; an exception is counted,
+        logged and the message skipped (the stream goes on).
+
+        >>> import reactivex
+        >>> from les02_flow.node import Context, Node
+        >>> import logging
+        >>> n = Node("n", None, Context("n", logging.getLogger("doc")))  # type: ignore[arg-type]
+        >>> out = []
+        >>> _ = reactivex.of(1, 0, 2).pipe(n.each(lambda x: 10 // x)).subscribe(out.append)
+        >>> out, n.counters.errors
+        ([10, 5], 1)
+        """
+
+        def operator(source: Observable[T]) -> Observable[U]:
+            def subscribe(
+                observer: abc.ObserverBase[U], scheduler: abc.SchedulerBase | None = None
+            ) -> abc.DisposableBase:
+                emit = observer.on_next
+
+                def on_next(value: T) -> None:
+                    try:
+                        result = fn(value)
+                    except Exception as exc:
+                        self.report_error(value, exc)
+                        return
+                    if result is not None:
+                        emit(result)
+
+                return source.subscribe(
+                    on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+                )
+
+            return Observable(subscribe)
+
+        return operator
+
+    def split(
+        self,
+        source: Observable[T],
+        fn: Callable[[T], tuple[str, Any] | None],
+        ports: tuple[str, ...],
+    ) -> dict[str, Observable[Any]]:
+        """Route each message to one named port: ``fn`` returns ``(port, value)`` or ``None``.
+
+        One upstream subscription feeds every port (however many subscribe); exceptions in
+        ``fn`` are counted and skipped like in :meth:`each`.
+        """
+        return split_stream(source.pipe(self.each(fn)), ports)
+
+
+def split_stream(
+    routed: Observable[tuple[str, Any]], ports: tuple[str, ...]
+) -> dict[str, Observable[Any]]:
+    """Fan one stream of ``(port, value)`` pairs out to per-port observables.
+
+    The upstream is subscribed once, when the first port is subscribed, and disposed when the
+    last one is disposed.
+    """
+    observers: dict[str, list[abc.ObserverBase[Any]]] = {p: [] for p in ports}
+    state: dict[str, abc.DisposableBase | None] = {"sub": None}
+    active = [0]
+
+    def on_next(item: tuple[str, Any]) -> None:
+        port, value = item
+        for obs in observers.get(port, ()):
+            obs.on_next(value)
+
+    def on_error(err: Exception) -> None:
+        for lst in observers.values():
+            for obs in list(lst):
+                obs.on_error(err)
+
+    def on_completed() -> None:
+        for lst in observers.values():
+            for obs in list(lst):
+                obs.on_completed()
+
+    def make(port: str) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            observers[port].append(observer)
+            active[0] += 1
+            if state["sub"] is None:
+                state["sub"] = routed.subscribe(on_next, on_error, on_completed)
+
+            def dispose() -> None:
+                if observer in observers[port]:
+                    observers[port].remove(observer)
+                    active[0] -= 1
+                if active[0] == 0 and state["sub"] is not None:
+                    state["sub"].dispose()
+                    state["sub"] = None
+
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    return {p: make(p) for p in ports}
+
+
+def _short(message: Any, limit: int = 160) -> str:
+    text = repr(message)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Re-exported so node modules need only this module for the contract.
+empty = reactivex.empty
