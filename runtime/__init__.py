@@ -1,11 +1,44 @@
 """les02-flow: reactive YAML flows for CAN bus data.
 
-The public API is what ``__all__`` lists; every other module is private unless it is named here
-(``tests/test_public_api.py`` checks the list).
+The public API is what ``__all__`` lists (``tests/runtime/test_public_api.py`` checks it);
+node authors use :mod:`les02_flow.node` (the node contract). Everything else is internal.
 """
 
 from __future__ import annotations
 
+from .compiler import CompiledFlow, CompiledNode, compile_document, compile_file
+from .engine import Engine
+from .events import Event, encode_event, make_event
+from .flowfile import FlowDocument, FlowError, FlowErrors, Location, load_flow, load_flow_text
+from .node import Context, Counters, Kind, Node, NodeConfig, NodeStartError
+from .registry import ENTRY_POINT_GROUP, Registry, RegistryError, default_registry
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "CompiledFlow",
+    "CompiledNode",
+    "Context",
+    "Counters",
+    "Engine",
+    "Event",
+    "FlowDocument",
+    "FlowError",
+    "FlowErrors",
+    "Kind",
+    "Location",
+    "Node",
+    "NodeConfig",
+    "NodeStartError",
+    "Registry",
+    "RegistryError",
+    "__version__",
+    "compile_document",
+    "compile_file",
+    "default_registry",
+    "encode_event",
+    "load_flow",
+    "load_flow_text",
+    "make_event",
+]

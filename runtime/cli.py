@@ -161,13 +161,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    from .nodes.ws.tap import tap
+    from .nodes.ws.tap import run_tap
 
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
-    try:
-        return asyncio.run(tap(args.url, types=types, count=args.count))
-    except KeyboardInterrupt:
-        return 0
+    types = args.types.split(",") if args.types else None
+    return run_tap(args.url, types=types, count=args.count)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

@@ -134,6 +134,19 @@ def nodes_markdown(registry: Registry) -> str:
     return "\n".join(out)
 
 
+_VARIABLE = {"type": "string", "pattern": r"\$\{[A-Za-z_]", "description": "${VAR} substitution"}
+
+
+def _allow_variable(prop: dict[str, Any]) -> dict[str, Any]:
+    """Let a non-string value also be written as ``${VAR:-default}``."""
+    if prop.get("type") == "string":
+        return prop
+    return {
+        **{k: v for k, v in prop.items() if k in ("title", "description", "default")},
+        "anyOf": [{k: v for k, v in prop.items() if k not in ("title", "description")}, _VARIABLE],
+    }
+
+
 def flow_schema(registry: Registry) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a flow file: one ``oneOf`` branch per node type."""
     defs: dict[str, Any] = {}
@@ -143,7 +156,7 @@ def flow_schema(registry: Registry) -> dict[str, Any]:
         schema = cls.config_model.model_json_schema(ref_template=f"#/$defs/{prefix}.{{model}}")
         for name, sub in schema.pop("$defs", {}).items():
             defs[f"{prefix}.{name}"] = sub
-        props = dict(schema.get("properties", {}))
+        props = {k: _allow_variable(v) for k, v in schema.get("properties", {}).items()}
         props.update(_RESERVED_SCHEMA)
         props["type"] = {"const": cls.type_name, "description": cls.summary()}
         branches.append(

@@ -1,0 +1,632 @@
+"""The ``can_source`` node: frames from a python-can bus into the flow.
+
+Reading never busy-polls and everything is emitted on the event-loop thread:
+
+* buses with a usable ``fileno()`` (SocketCAN) are watched with ``loop.add_reader``; each
+  readiness callback drains up to :data:`BATCH_LIMIT` frames with ``bus.recv(0)``;
+* every other bus gets one daemon reader thread that blocks in ``bus.recv(RECV_TIMEOUT)``,
+  drains what is immediately available with ``recv(0)`` (up to :data:`BATCH_LIMIT` frames) and
+  hands the whole batch to the loop with ONE ``loop.call_soon_threadsafe``. At most
+  :data:`MAX_BATCHES_IN_FLIGHT` batches wait on the loop; beyond that the thread waits and the
+  frames stay in the driver's queue (backpressure instead of unbounded memory).
+
+A bus that cannot be opened, or that fails while reading (adapter unplugged), is logged with ONE
+error line and reopened with capped exponential backoff (:class:`Backoff`); the rest of the flow
+keeps running and ``start()`` never raises for an unavailable bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import can
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from les02_flow.node import Context, Kind, Node, NodeConfig
+
+__all__ = [
+    "BATCH_LIMIT",
+    "MAX_BATCHES_IN_FLIGHT",
+    "RECV_TIMEOUT",
+    "Backoff",
+    "CanFilter",
+    "CanSource",
+    "CanSourceConfig",
+    "bus_kwargs",
+]
+
+#: most frames handed to the loop in one callback
+BATCH_LIMIT = 512
+#: seconds the reader thread blocks in ``bus.recv`` before it checks for stop
+RECV_TIMEOUT = 0.2
+#: batches handed over but not yet emitted before the reader thread waits
+MAX_BATCHES_IN_FLIGHT = 4
+#: seconds ``stop()`` waits for the reader thread / supervisor before it gives up on them
+STOP_TIMEOUT = 2.0
+#: seconds ``start()`` waits for the first open attempt before it returns anyway
+START_TIMEOUT = 5.0
+
+_ID_MAX = 0x1FFFFFFF
+_RESERVED_OPTIONS = frozenset(
+    {
+        "interface",
+        "channel",
+        "bitrate",
+        "fd",
+        "data_bitrate",
+        "receive_own_messages",
+        "can_filters",
+        "config_context",
+        "ignore_config",
+    }
+)
+
+
+class CanFilter(BaseModel):
+    """One acceptance filter: a frame passes when ``id & can_mask == can_id & can_mask``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    can_id: int = Field(
+        description="Identifier to match (0..0x1FFFFFFF; hex like 0x80 is fine).",
+        ge=0,
+        le=_ID_MAX,
+    )
+    can_mask: int = Field(
+        description="Bits of the identifier that must match can_id (0..0x1FFFFFFF).",
+        ge=0,
+        le=_ID_MAX,
+    )
+    extended: bool | None = Field(
+        default=None,
+        description="true: only extended (29-bit) frames; false: only standard (11-bit); "
+        "unset: both.",
+    )
+
+    @field_validator("can_id", "can_mask", mode="before")
+    @classmethod
+    def _hex_string(cls, value: object) -> object:
+        # "0x80" arrives as a string from ${VAR} substitution or --set.
+        if isinstance(value, str):
+            try:
+                return int(value.strip(), 0)
+            except ValueError:
+                raise ValueError(f"not an integer: {value!r} (use e.g. 128 or 0x80)") from None
+        return value
+
+
+class CanSourceConfig(NodeConfig):
+    """Config of ``can_source``."""
+
+    interface: str = Field(
+        default="virtual",
+        min_length=1,
+        description="python-can interface name (virtual, socketcan, pcan, kvaser, slcan, ...). "
+        "An interface python-can does not know is logged and retried like an unplugged "
+        "adapter (it may be a plugin that gets installed).",
+    )
+    channel: str | int = Field(
+        default="les02",
+        description="Channel of the interface (can0, PCAN_USBBUS1, /dev/ttyACM0, 0, ...).",
+    )
+    bitrate: int | None = Field(
+        default=None, gt=0, description="Nominal bitrate in bit/s; unset = leave as configured."
+    )
+    fd: bool = Field(default=False, description="Open the bus in CAN FD mode.")
+    data_bitrate: int | None = Field(
+        default=None, gt=0, description="CAN FD data-phase bitrate in bit/s (needs fd: true)."
+    )
+    receive_own_messages: bool = Field(
+        default=False, description="Also receive frames this bus object sends itself."
+    )
+    filters: list[CanFilter] = Field(
+        default_factory=list,
+        description="Acceptance filters ({can_id, can_mask, extended}); a frame passes when it "
+        "matches any of them; empty = all frames. Applied in hardware/kernel where the "
+        "interface can, in python-can otherwise.",
+    )
+    bus_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for can.Bus, for interface-specific options "
+        "(e.g. slcan tty_baudrate, pcan auto_reset, virtual rx_queue_size). Keys that have "
+        "their own field here (interface, channel, bitrate, fd, data_bitrate, "
+        "receive_own_messages, can_filters) are rejected.",
+    )
+    retry_initial: float = Field(
+        default=0.5, gt=0, description="Seconds before the first reopen attempt after a failure."
+    )
+    retry_max: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait between reopen attempts (the wait doubles up to this).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CanSourceConfig:
+        if self.data_bitrate is not None and not self.fd:
+            raise ValueError("data_bitrate needs fd: true")
+        if self.retry_max < self.retry_initial:
+            raise ValueError(
+                f"retry_max ({self.retry_max}) must be >= retry_initial ({self.retry_initial})"
+            )
+        reserved = sorted(_RESERVED_OPTIONS.intersection(self.bus_options))
+        if reserved:
+            raise ValueError(
+                f"bus_options may not set {', '.join(reserved)}: "
+                "use the node's own config keys instead"
+            )
+        return self
+
+
+def bus_kwargs(config: CanSourceConfig) -> dict[str, Any]:
+    """Keyword arguments for ``can.Bus`` from a config (pure).
+
+    Only what the flow says is passed (``ignore_config=True``: no ``~/.canrc`` or ``CAN_*``
+    environment variables sneak in; use ``${VAR}`` in the flow instead).
+
+    >>> cfg = CanSourceConfig(channel="can0", interface="socketcan", bitrate=500000,
+    ...                       filters=[CanFilter(can_id=0x80, can_mask=0x7FE)])
+    >>> sorted(bus_kwargs(cfg).items())  # doctest: +NORMALIZE_WHITESPACE
+    [('bitrate', 500000), ('can_filters', [{'can_id': 128, 'can_mask': 2046}]),
+     ('channel', 'can0'), ('ignore_config', True), ('interface', 'socketcan')]
+    """
+    kwargs: dict[str, Any] = dict(config.bus_options)
+    kwargs.update(interface=config.interface, channel=config.channel, ignore_config=True)
+    if config.bitrate is not None:
+        kwargs["bitrate"] = config.bitrate
+    if config.fd:
+        kwargs["fd"] = True
+    if config.data_bitrate is not None:
+        kwargs["data_bitrate"] = config.data_bitrate
+    if config.receive_own_messages:
+        kwargs["receive_own_messages"] = True
+    if config.filters:
+        filters: list[dict[str, Any]] = []
+        for f in config.filters:
+            entry: dict[str, Any] = {"can_id": f.can_id, "can_mask": f.can_mask}
+            if f.extended is not None:
+                entry["extended"] = f.extended
+            filters.append(entry)
+        kwargs["can_filters"] = filters
+    return kwargs
+
+
+class Backoff:
+    """Capped exponential backoff (pure): ``initial``, doubling, never above ``maximum``.
+
+    >>> b = Backoff(0.5, 3.0)
+    >>> [b.next() for _ in range(5)]
+    [0.5, 1.0, 2.0, 3.0, 3.0]
+    >>> b.reset(); b.next()
+    0.5
+    """
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._next = initial
+
+    def next(self) -> float:
+        """The delay to wait now; the following one is doubled (capped)."""
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from ``initial`` (after the bus worked)."""
+        self._next = self.initial
+
+
+class _Closed(Exception):
+    """The node was stopped while the bus was being opened."""
+
+
+@dataclass(eq=False)
+class _Session:
+    """One open bus and its reader (fd watcher or thread)."""
+
+    bus: can.BusABC
+    failed: asyncio.Future[BaseException]
+    stop: threading.Event = field(default_factory=threading.Event)
+    slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_BATCHES_IN_FLIGHT)
+    )
+    fd: int | None = None
+    thread: threading.Thread | None = None
+    thread_done: asyncio.Future[None] | None = None
+    delivered: int = 0
+    closed: bool = False
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
+    """``call_soon_threadsafe`` that reports a closed loop instead of raising."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # loop closed
+        return False
+    return True
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _shutdown_quietly(bus: can.BusABC, log: logging.Logger) -> None:
+    try:
+        bus.shutdown()
+    except Exception as exc:
+        log.debug("bus shutdown failed: %s: %s", type(exc).__name__, exc)
+
+
+def _usable_fileno(bus: can.BusABC) -> int | None:
+    try:
+        fd = bus.fileno()
+    except Exception:  # NotImplementedError for most interfaces
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+class CanSource(Node[CanSourceConfig]):
+    """Read CAN frames from a python-can bus (virtual, SocketCAN, PCAN, ...).
+
+    Emits each received ``can.Message`` unchanged (with the bus timestamp) on port ``out``,
+    always on the event-loop thread. SocketCAN-like buses with a file descriptor are read with
+    ``loop.add_reader``; other buses by one daemon thread that hands frames over in batches.
+
+    A bus that cannot be opened at start, or that fails while running (adapter unplugged, bus
+    shut down), is logged once as an error naming interface, channel and cause, then reopened
+    with capped exponential backoff (``retry_initial`` doubling up to ``retry_max``); a line
+    is logged when it is back. Meanwhile the rest of the flow keeps running. An interface name
+    python-can does not know is treated the same way (logged and retried), since ``start()``
+    never fails for an unavailable bus.
+
+    Counters: ``out`` = frames emitted (counted by the runtime), ``bus_errors`` = times the
+    bus became unavailable, ``reconnects`` = times it came back.
+    """
+
+    type_name: ClassVar[str] = "can_source"
+    config_model: ClassVar[type[NodeConfig]] = CanSourceConfig
+    input_kind: ClassVar[Kind | None] = None
+    output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
+    examples: ClassVar[tuple[str, ...]] = (
+        "bus:\n  type: can_source\n  interface: virtual\n  channel: les02\n",
+        "bus:\n"
+        "  type: can_source\n"
+        "  interface: socketcan\n"
+        "  channel: can0\n"
+        "  bitrate: 500000\n"
+        "  filters:\n"
+        "    - {can_id: 0x80, can_mask: 0x7FE}\n",
+        "bus:\n"
+        "  type: can_source\n"
+        "  interface: slcan\n"
+        "  channel: /dev/ttyACM0\n"
+        "  bitrate: 500000\n"
+        "  bus_options: {tty_baudrate: 115200}\n"
+        "  retry_max: 30\n",
+    )
+
+    def __init__(self, node_id: str, config: CanSourceConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        self._subject: Subject[can.Message] = Subject()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+        self._session: _Session | None = None
+        self._where = f"interface={config.interface}, channel={config.channel}"
+
+    # -- declaration -------------------------------------------------------------------------
+
+    @property
+    def bus_info(self) -> dict[str, str]:
+        """What sinks that advertise the bus need: interface, channel, bitrate (strings)."""
+        info = {"interface": self.config.interface, "channel": str(self.config.channel)}
+        if self.config.bitrate is not None:
+            info["bitrate"] = str(self.config.bitrate)
+        if self.config.data_bitrate is not None:
+            info["data_bitrate"] = str(self.config.data_bitrate)
+        if self.config.fd:
+            info["fd"] = "true"
+        return info
+
+    @property
+    def bus(self) -> can.BusABC | None:
+        """The currently open bus, or ``None`` (for diagnostics; do not read from it)."""
+        session = self._session
+        return session.bus if session is not None and not session.closed else None
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        return {"out": self._subject}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start reading; returns after the first open attempt (or ``START_TIMEOUT``).
+
+        Never raises for an unavailable bus: the retry loop keeps trying in the background.
+        """
+        if self._task is not None or self._closed:
+            return
+        loop = self.ctx.get_loop()
+        self._first_attempt = loop.create_future()
+        self._task = loop.create_task(self._supervise(), name=f"can_source {self.node_id}")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._first_attempt), START_TIMEOUT)
+
+    async def stop(self) -> None:
+        """Stop the reader, shut the bus down, complete ``out``. Idempotent, bounded, no raise."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            with self._lock:
+                self._closed = True
+            task = self._task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+            session = self._session
+            if session is not None and not session.closed:  # supervisor did not get to it
+                self._detach(session)
+                session.closed = True
+                _shutdown_quietly(session.bus, self.log)
+        except Exception as exc:  # never raise from stop
+            self.log.warning("can_source '%s': error while stopping: %s", self.node_id, exc)
+        finally:
+            try:
+                self._subject.on_completed()
+            except Exception as exc:
+                self.log.warning("can_source '%s': completing output: %s", self.node_id, exc)
+
+    # -- supervisor (loop side) ----------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        outage = False
+        attempts = 0
+        try:
+            while not self._closed:
+                attempts += 1
+                try:
+                    bus = await self._open()
+                except _Closed:
+                    return
+                except Exception as exc:
+                    self._mark_first_attempt()
+                    delay = backoff.next()
+                    if not outage:
+                        outage = True
+                        self.counters.bump("bus_errors")
+                        self.log.error(
+                            "can_source '%s': cannot open CAN bus (%s): %s: %s "
+                            "-- retrying in %.3g s (backoff up to %.3g s)",
+                            self.node_id,
+                            self._where,
+                            type(exc).__name__,
+                            exc,
+                            delay,
+                            self.config.retry_max,
+                        )
+                    else:
+                        self.log.debug(
+                            "can_source '%s': retry %d failed (%s): %s: %s -- next in %.3g s",
+                            self.node_id,
+                            attempts,
+                            self._where,
+                            type(exc).__name__,
+                            exc,
+                            delay,
+                        )
+                    await asyncio.sleep(delay)
+                    continue
+
+                if outage:
+                    outage = False
+                    self.counters.bump("reconnects")
+                    self.log.info(
+                        "can_source '%s': CAN bus (%s) is back (attempt %d)",
+                        self.node_id,
+                        self._where,
+                        attempts,
+                    )
+                attempts = 0
+                session = self._attach(bus)
+                self._mark_first_attempt()
+                try:
+                    cause = await session.failed
+                finally:
+                    await self._close_session(session)
+                if session.delivered:
+                    backoff.reset()
+                delay = backoff.next()
+                outage = True
+                self.counters.bump("bus_errors")
+                self.log.error(
+                    "can_source '%s': CAN bus (%s) failed: %s: %s -- reconnecting in %.3g s",
+                    self.node_id,
+                    self._where,
+                    type(cause).__name__,
+                    cause,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not vanish silently
+            self.log.exception("can_source '%s': reader supervisor crashed", self.node_id)
+        finally:
+            self._mark_first_attempt()
+
+    def _mark_first_attempt(self) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+
+    async def _open(self) -> can.BusABC:
+        """Open the bus in a daemon thread (opening may block, e.g. slcan waits seconds)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[can.BusABC] = loop.create_future()
+        kwargs = bus_kwargs(self.config)
+
+        def accept(bus: can.BusABC) -> None:  # loop side: take ownership or shut down
+            if fut.done() or self._closed:
+                _shutdown_quietly(bus, self.log)
+            else:
+                fut.set_result(bus)
+
+        def fail(exc: BaseException) -> None:
+            if not fut.done():
+                fut.set_exception(exc)
+
+        def work() -> None:
+            try:
+                bus = can.Bus(**kwargs)
+            except Exception as exc:
+                _post(loop, fail, exc)
+                return
+            with self._lock:
+                closed = self._closed
+            if closed or not _post(loop, accept, bus):
+                _shutdown_quietly(bus, self.log)
+                _post(loop, fail, _Closed())
+
+        threading.Thread(target=work, name=f"can_source {self.node_id} open", daemon=True).start()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _shutdown_quietly(fut.result(), self.log)
+            raise
+
+    def _attach(self, bus: can.BusABC) -> _Session:
+        loop = asyncio.get_running_loop()
+        session = _Session(bus=bus, failed=loop.create_future())
+        self._session = session
+        fd = _usable_fileno(bus)
+        if fd is not None:
+            try:
+                loop.add_reader(fd, self._on_readable, session)
+                session.fd = fd
+            except Exception:  # e.g. a loop without add_reader (Windows proactor)
+                session.fd = None
+        if session.fd is None:
+            session.thread_done = loop.create_future()
+            session.thread = threading.Thread(
+                target=self._read_thread,
+                args=(session, loop),
+                name=f"can_source {self.node_id} reader",
+                daemon=True,
+            )
+            session.thread.start()
+        self.log.info(
+            "can_source '%s': reading CAN bus (%s) via %s",
+            self.node_id,
+            self._where,
+            "add_reader" if session.fd is not None else "reader thread",
+        )
+        return session
+
+    def _detach(self, session: _Session) -> None:
+        session.stop.set()
+        if session.fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(session.fd)
+            session.fd = None
+
+    async def _close_session(self, session: _Session) -> None:
+        """Stop the reader (thread joined within ``STOP_TIMEOUT``), then shut the bus down."""
+        if session.closed:
+            return
+        self._detach(session)
+        if session.thread_done is not None and not session.thread_done.done():
+            await asyncio.wait({session.thread_done}, timeout=STOP_TIMEOUT)
+        session.closed = True
+        _shutdown_quietly(session.bus, self.log)
+        if self._session is session:
+            self._session = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _emit(self, session: _Session, batch: list[can.Message]) -> None:
+        """Loop side: emit one batch, message by message."""
+        session.delivered += len(batch)
+        if self._closed:
+            return
+        on_next = self._subject.on_next
+        for msg in batch:  # ``out`` is counted by the runtime at the port
+            try:
+                on_next(msg)
+            except Exception as exc:  # a downstream bug must not lose the rest of the batch
+                self.report_error(msg, exc)
+
+    def _deliver(self, session: _Session, batch: list[can.Message]) -> None:
+        """Loop side, from the reader thread: free the slot, emit."""
+        session.slots.release()
+        self._emit(session, batch)
+
+    def _fail(self, session: _Session, exc: BaseException) -> None:
+        """Loop side: the session's bus failed."""
+        if not session.failed.done():
+            session.failed.set_result(exc)
+
+    def _on_readable(self, session: _Session) -> None:
+        """Loop side (``add_reader``): drain up to ``BATCH_LIMIT`` frames without blocking."""
+        if session.stop.is_set():
+            return
+        batch: list[can.Message] = []
+        error: Exception | None = None
+        try:
+            while len(batch) < BATCH_LIMIT:
+                msg = session.bus.recv(0)
+                if msg is None:
+                    break
+                batch.append(msg)
+        except Exception as exc:
+            error = exc
+        if batch:
+            self._emit(session, batch)
+        if error is not None:
+            self._detach(session)  # a dead fd stays readable: stop watching it at once
+            self._fail(session, error)
+
+    def _read_thread(self, session: _Session, loop: asyncio.AbstractEventLoop) -> None:
+        """Reader thread: block in recv, drain, hand over whole batches (one call each)."""
+        bus, stop, slots = session.bus, session.stop, session.slots
+        try:
+            while not stop.is_set():
+                msg = bus.recv(RECV_TIMEOUT)
+                if msg is None:
+                    continue
+                batch = [msg]
+                error: Exception | None = None
+                try:
+                    while len(batch) < BATCH_LIMIT:
+                        more = bus.recv(0)
+                        if more is None:
+                            break
+                        batch.append(more)
+                except Exception as exc:
+                    error = exc  # hand over what we have first, then report
+                while not slots.acquire(timeout=RECV_TIMEOUT):
+                    if stop.is_set():
+                        return
+                if not _post(loop, self._deliver, session, batch):
+                    return
+                if error is not None:
+                    raise error
+        except Exception as exc:
+            if not stop.is_set():
+                _post(loop, self._fail, session, exc)
+        finally:
+            if session.thread_done is not None:
+                _post(loop, _resolve, session.thread_done)

@@ -1,0 +1,281 @@
+"""Node ``les02_sim``: a simulated LES02 elevator that sends its CAN frames onto a python-can bus.
+
+A thin wrapper around :class:`~les02_flow.nodes.les02.elevator.ElevatorSim`: the model makes
+the frames, this node paces them against the event loop's monotonic clock and sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import can
+from pydantic import Field, model_validator
+from reactivex import Observable
+
+from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
+from les02_flow.nodes.les02.elevator import DEFAULT_FLOORS_MM, ElevatorParams, ElevatorSim
+
+__all__ = ["Les02Sim", "Les02SimConfig"]
+
+#: frames sent in one burst before the sender yields to the event loop
+_BURST = 256
+#: trips kept in ``sim.trips`` during an endless run (about a day of traffic)
+_KEEP_TRIPS = 10_000
+#: how long stop() waits for the sender task to end after cancelling it
+_STOP_TIMEOUT = 2.0
+
+
+class Les02SimConfig(NodeConfig):
+    """Configuration of ``les02_sim``."""
+
+    interface: str = Field(
+        default="virtual",
+        description="python-can interface to send on (e.g. virtual, socketcan).",
+    )
+    channel: str = Field(
+        default="les02",
+        description="python-can channel (a virtual bus name, or e.g. vcan0 / can0).",
+    )
+    bitrate: int | None = Field(
+        default=None, gt=0, description="Bus bitrate in bit/s, passed to python-can when set."
+    )
+    floors_mm: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_FLOORS_MM),
+        min_length=2,
+        description="Floor heights in mm, strictly increasing (floor i = floors_mm[i]).",
+    )
+    start_floor: int | None = Field(
+        default=0, ge=0, description="Index of the floor the car starts on; null = random."
+    )
+    v_max: float = Field(default=1.6, gt=0, description="Maximum speed in m/s.")
+    a_max: float = Field(default=0.8, gt=0, description="Maximum acceleration in m/s².")
+    j_max: float = Field(default=1.2, gt=0, description="Maximum jerk in m/s³.")
+    dwell_min: float = Field(
+        default=3.0, ge=0, description="Shortest door dwell between trips, in seconds."
+    )
+    dwell_max: float = Field(
+        default=8.0, ge=0, description="Longest door dwell between trips, in seconds."
+    )
+    resolution_mm: float = Field(
+        default=1.0, gt=0, description="Millimetres per position count (position_raw)."
+    )
+    rate_hz: float = Field(
+        default=250.0, gt=0, description="Position frames per second per channel (interleaved)."
+    )
+    slave_offset_counts: int = Field(
+        default=2, description="Constant offset of the slave position from the master, counts."
+    )
+    slave_noise_counts: int = Field(
+        default=1, ge=0, description="Uniform noise bound on the slave position, +/- counts."
+    )
+    silent_when_stopped: bool = Field(
+        default=False,
+        description="Send no position frames while the car stands (after silent_hold).",
+    )
+    silent_hold: float = Field(
+        default=0.5, ge=0, description="Seconds of position frames after stopping before silence."
+    )
+    status_interval: float = Field(
+        default=1.0, ge=0, description="Seconds between status frames per channel; 0 = none."
+    )
+    trips: int | None = Field(
+        default=None, ge=1, description="Stop after this many trips (and one last dwell)."
+    )
+    duration: float | None = Field(
+        default=None, gt=0, description="Stop after this many simulated seconds."
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed for trips, dwells and noise; null = random."
+    )
+    speed: float = Field(
+        default=1.0, gt=0, description="Time factor: 2.0 runs the simulation twice as fast."
+    )
+    start_delay: float = Field(
+        default=0.0, ge=0, description="Wall-clock seconds to wait after start before sending."
+    )
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Les02SimConfig:
+        self.params()  # raises ValueError with the field name on inconsistent values
+        return self
+
+    def params(self) -> ElevatorParams:
+        """The model parameters of this config."""
+        return ElevatorParams(
+            floors_mm=tuple(self.floors_mm),
+            start_floor=self.start_floor,
+            v_max=self.v_max,
+            a_max=self.a_max,
+            j_max=self.j_max,
+            dwell_min=self.dwell_min,
+            dwell_max=self.dwell_max,
+            resolution_mm=self.resolution_mm,
+            rate_hz=self.rate_hz,
+            slave_offset_counts=self.slave_offset_counts,
+            slave_noise_counts=self.slave_noise_counts,
+            silent_when_stopped=self.silent_when_stopped,
+            silent_hold=self.silent_hold,
+            status_interval=self.status_interval,
+            trips=self.trips,
+            duration=self.duration,
+            seed=self.seed,
+        )
+
+
+class Les02Sim(Node[Les02SimConfig]):
+    """Simulated LES02 elevator: sends position and status frames onto a CAN bus.
+
+    The car rides between floors with exact jerk-limited (S-curve) motion, dwells with open
+    doors between trips, and reports its position as LES02 frames: 0x80 (master) and 0x81
+    (slave) at 250 Hz each, interleaved one frame every 2 ms, DLC 4, 24-bit big-endian position
+    in counts of ``resolution_mm``; the slave reads ``slave_offset_counts`` (+/- noise) higher.
+    Status frames 0x30/0x31 (DLC 8, simulator-defined content) follow every
+    ``status_interval`` seconds. This node has no output ports: read the traffic with a
+    ``can_source`` on the same interface and channel, exactly as you would read hardware.
+
+    Frames are paced against the event loop's monotonic clock without drift (each frame's due
+    time is computed from the start; late frames are sent at once). ``speed`` scales time.
+    With ``trips`` or ``duration`` the run is finite and the node finishes when everything is
+    sent; otherwise it runs until stopped. Send errors are counted and logged (rate-limited),
+    never fatal. The same ``seed`` gives the same run.
+    """
+
+    type_name: ClassVar[str] = "les02_sim"
+    config_model: ClassVar[type[NodeConfig]] = Les02SimConfig
+    input_kind: ClassVar[Kind | None] = None
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+    examples: ClassVar[tuple[str, ...]] = (
+        "sim:\n  type: les02_sim\n  interface: virtual\n  channel: les02\n",
+        "sim:\n  type: les02_sim\n  channel: les02\n  seed: 42\n  trips: 5\n  speed: 10\n"
+        "  silent_when_stopped: true\n",
+        "sim:\n  type: les02_sim\n  interface: socketcan\n  channel: vcan0\n"
+        "  floors_mm: [0, 3000, 6000, 9000]\n  v_max: 1.0\n  resolution_mm: 0.1\n",
+    )
+
+    def __init__(self, node_id: str, config: Les02SimConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        params = config.params()
+        #: the model; ``sim.trips`` is the ground truth of the trips sent so far
+        self.sim = ElevatorSim(params, max_trips=None if params.finite else _KEEP_TRIPS)
+        # keep the drawn seed so that a restart replays the same run
+        self._params = dataclasses.replace(params, seed=self.sim.seed)
+        self._bus: can.BusABC | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._send_log = RateLimitedLog(ctx.logger)
+        self._runs = 0
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        """No output ports: the traffic goes onto the bus."""
+        return {}
+
+    async def start(self) -> None:
+        """Open the bus and start sending (from the start of the run; a running run is stopped
+        first). ``NodeStartError`` when the bus cannot be opened."""
+        if self._task is not None or self._bus is not None:
+            await self.stop()
+        cfg = self.config
+        kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
+        if cfg.bitrate is not None:
+            kwargs["bitrate"] = cfg.bitrate
+        try:
+            bus = can.Bus(**kwargs)
+        except Exception as exc:
+            raise NodeStartError(
+                f"les02_sim: cannot open bus interface={cfg.interface!r} "
+                f"channel={cfg.channel!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if self._runs:
+            # a restart replays the run from the start
+            self.sim = ElevatorSim(self._params, max_trips=self.sim.max_trips)
+        self._runs += 1
+        self._bus = bus
+        self._done = asyncio.Event()
+        self._failure = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(bus), name=f"les02_sim:{self.node_id}"
+        )
+        self.log.info(
+            "les02_sim '%s': sending on interface=%s channel=%s (seed %d, speed %g, %s)",
+            self.node_id,
+            cfg.interface,
+            cfg.channel,
+            self.sim.seed,
+            cfg.speed,
+            f"{self.sim.end_t:.3f} s simulated" if self.sim.end_t is not None else "endless",
+        )
+
+    async def _run(self, bus: can.BusABC) -> None:
+        loop = asyncio.get_running_loop()
+        speed = self.config.speed
+        t0 = loop.time() + self.config.start_delay
+        counters = self.counters
+        burst = 0
+        try:
+            for frame in self.sim.frames():
+                due = t0 + frame.t / speed
+                now = loop.time()
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    burst = 0
+                elif burst >= _BURST:
+                    await asyncio.sleep(0)  # far behind: let the rest of the loop run
+                    burst = 0
+                burst += 1
+                msg = can.Message(
+                    arbitration_id=frame.can_id, data=frame.data, is_extended_id=False
+                )
+                try:
+                    bus.send(msg, timeout=0)
+                except Exception as exc:
+                    counters.errors += 1
+                    counters.bump("send_errors")
+                    self._send_log(
+                        logging.WARNING,
+                        "les02_sim '%s': send of id 0x%03X failed: %s: %s",
+                        self.node_id,
+                        frame.can_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                else:
+                    counters.emitted += 1
+        except Exception as exc:  # a model bug: report it through finished()
+            self._failure = exc
+            self.log.error("les02_sim '%s': simulation failed: %r", self.node_id, exc)
+        else:
+            self.log.info(
+                "les02_sim '%s': run complete, %d frames sent", self.node_id, counters.emitted
+            )
+        self._done.set()
+
+    async def finished(self) -> None:
+        """Return when a finite run has been sent completely (never for an endless run, unless
+        the node is stopped). Raises the error if the simulation itself failed."""
+        await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def stop(self) -> None:
+        """Cancel the sender and shut the bus down: idempotent, bounded, never raises."""
+        task, self._task = self._task, None
+        bus, self._bus = self._bus, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
+        if bus is not None:
+            try:
+                bus.shutdown()
+            except Exception as exc:
+                self.log.warning(
+                    "les02_sim '%s': bus shutdown failed: %s: %s",
+                    self.node_id,
+                    type(exc).__name__,
+                    exc,
+                )
+        self._done.set()

@@ -1,0 +1,154 @@
+"""``tap``: the debug client (seed 000 §6.2) -- print a ``ws_sink`` stream, one JSON per line.
+
+Wired to ``les02-flow tap [URL] [--types a,b] [--count N]``. The messages go to ``out``
+unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work); everything else
+(connected, closed, errors) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidProxy,
+    InvalidURI,
+)
+
+from les02_flow.nodes.ws.sink import TypeFilterError, parse_types_query
+
+__all__ = ["DEFAULT_URL", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "run_tap", "tap", "tap_url"]
+
+DEFAULT_URL = "ws://localhost:8765"
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+_HINT = "is `les02-flow run` running?"
+
+
+def tap_url(url: str = DEFAULT_URL, types: Sequence[str] | str | None = None) -> str:
+    """``url`` with ``?types=...`` added; raises ``ValueError`` for a bad URL or type list.
+
+    ``types`` items may themselves be comma-separated (``["a,b", "c"]``); a plain string is
+    one comma-separated list. A URL without a scheme gets ``ws://``.
+
+    >>> tap_url("ws://localhost:8765", ["position_sample", "ride_end"])
+    'ws://localhost:8765/?types=position_sample,ride_end'
+    >>> tap_url("127.0.0.1:9000", "ride_start")
+    'ws://127.0.0.1:9000/?types=ride_start'
+    >>> tap_url("ws://localhost:8765")
+    'ws://localhost:8765'
+    """
+    if "://" not in url:
+        url = "ws://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a WebSocket URL: {url!r} (expected ws://HOST:PORT)")
+    if types is None:
+        return url
+    items = [types] if isinstance(types, str) else list(types)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    query = urlencode([("types", ",".join(names))], safe=",")
+    try:
+        parse_types_query("/?" + query)  # the server's rules, checked before connecting
+    except TypeFilterError as exc:
+        raise ValueError(f"--types: {exc}") from None
+    if parts.query:
+        query = parts.query + "&" + query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
+
+
+async def tap(
+    url: str = DEFAULT_URL,
+    types: Sequence[str] | None = None,
+    out: TextIO = sys.stdout,
+    count: int | None = None,
+) -> int:
+    """Connect to a ``ws_sink`` and write each message to ``out`` as one line.
+
+    Stops after ``count`` messages when given. Returns an exit code: 0 when ``count`` messages
+    arrived or the server closed normally (1000/1001); 1 when it cannot connect (stderr says
+    the URL, the cause and "is `les02-flow run` running?") or the server closed it with an
+    error code (for example 1008 for a bad ``--types`` filter or a too slow client); 2 for a
+    bad argument (URL, types, count < 1). Cancellation propagates (after the connection is
+    closed): a CLI should call :func:`run_tap`, which turns Ctrl-C into exit code 0.
+    """
+    err = sys.stderr
+    if count is not None and count < 1:
+        print(f"tap: --count must be at least 1, got {count}", file=err)
+        return EXIT_USAGE
+    try:
+        full_url = tap_url(url, types)
+    except ValueError as exc:
+        print(f"tap: {exc}", file=err)
+        return EXIT_USAGE
+
+    options: dict[str, Any] = {}
+    if _is_loopback(urlsplit(full_url).hostname or ""):
+        options["proxy"] = None  # a proxy cannot reach this machine's loopback
+    try:
+        ws = await connect(full_url, **options)
+    except InvalidURI as exc:
+        print(f"tap: invalid URL {full_url!r}: {exc}", file=err)
+        return EXIT_USAGE
+    except (OSError, TimeoutError, InvalidHandshake, InvalidProxy) as exc:
+        cause = str(exc) or type(exc).__name__
+        print(f"tap: cannot connect to {full_url}: {cause} ({_HINT})", file=err)
+        return EXIT_ERROR
+
+    print(f"tap: connected to {full_url}", file=err, flush=True)
+    received = 0
+    try:
+        async with ws:  # closes the connection (code 1000) on every way out
+            async for message in ws:
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                out.write(text + "\n")
+                out.flush()
+                received += 1
+                if count is not None and received >= count:
+                    return EXIT_OK
+    except ConnectionClosed as exc:
+        return _closed(ws, full_url, exc)
+    return _closed(ws, full_url, None)
+
+
+def run_tap(
+    url: str = DEFAULT_URL,
+    types: Sequence[str] | None = None,
+    out: TextIO = sys.stdout,
+    count: int | None = None,
+) -> int:
+    """Run :func:`tap` in a fresh event loop; Ctrl-C ends it with exit code 0."""
+    try:
+        return asyncio.run(tap(url, types, out, count))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _closed(ws: ClientConnection, url: str, exc: ConnectionClosed | None) -> int:
+    """Report how the server ended the stream and pick the exit code."""
+    code = ws.close_code
+    reason = ws.close_reason or ""
+    what = f"code {code}" + (f" {reason!r}" if reason else "") if code else "connection lost"
+    if exc is None or isinstance(exc, ConnectionClosedOK):
+        print(f"tap: {url} closed the connection ({what})", file=sys.stderr)
+        return EXIT_OK
+    print(f"tap: connection to {url} ended: {what}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

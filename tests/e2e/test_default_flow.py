@@ -1,0 +1,125 @@
+"""End to end: `les02-flow run flows/default.yaml` served to real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def connect_retry(url: str, deadline: float) -> Any:
+    while True:
+        try:
+            return await connect(url, open_timeout=2)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def collect(url: str, seconds: float) -> tuple[list[dict[str, Any]], float]:
+    async with await connect_retry(url, time.monotonic() + 20) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        events = [first]
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            events.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        return events, time.monotonic() - start
+
+
+def start_flow(cli_cmd: list[str], port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*cli_cmd, "run", "flows/default.yaml", "--set", f"ws.port={port}", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_flow(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"did not stop on SIGTERM:\n{err}") from None
+    return proc.returncode, err
+
+
+def test_default_flow_streams_position_samples(cli_cmd: list[str], free_port: int) -> None:
+    proc = start_flow(cli_cmd, free_port, "--stats-interval", "0")
+    try:
+        url = f"ws://127.0.0.1:{free_port}"
+        results = asyncio.run(_three_clients(url))
+    finally:
+        code, err = stop_flow(proc)
+    assert code == 0, err
+    assert "SIGTERM: stopping gracefully" in err
+    events, elapsed = results[0]
+    samples = [e for e in events if e["type"] == "position_sample"]
+    assert samples, "no position_sample received"
+    for e in samples:
+        assert list(e) == ["proto", "type", "ts", "source", "payload"]
+        assert (e["proto"], e["source"]) == (1, "les02")
+        assert isinstance(e["ts"], float)
+        assert list(e["payload"]) == ["channel", "position_raw"]
+        assert isinstance(e["payload"]["position_raw"], int)
+    channels = {e["payload"]["channel"] for e in samples}
+    assert channels == {"master", "slave"}
+    # "about 500 per second": 250 Hz per channel, interleaved (broad bounds; rates are benched)
+    rate = len(samples) / elapsed
+    assert 250 < rate < 750, rate
+    # timestamps are frame times, in order
+    ts = [e["ts"] for e in samples]
+    assert ts == sorted(ts)
+    # every client got the same stream
+    for other, _ in results[1:]:
+        assert len(other) > 0.5 * len(events)
+
+
+async def _three_clients(url: str) -> list[tuple[list[dict[str, Any]], float]]:
+    return list(await asyncio.gather(*(collect(url, 2.0) for _ in range(3))))
+
+
+def test_type_filter_and_tap(cli_cmd: list[str], free_port: int) -> None:
+    proc = start_flow(cli_cmd, free_port, "--stats-interval", "0")
+    try:
+        url = f"ws://127.0.0.1:{free_port}"
+        deadline = time.monotonic() + 20
+        while True:  # wait for the server
+            try:
+                asyncio.run(_probe(url))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        tap = subprocess.run(
+            [*cli_cmd, "tap", url, "--types", "status", "--count", "2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        code, err = stop_flow(proc)
+    assert code == 0, err
+    assert tap.returncode == 0, tap.stderr
+    lines = tap.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert all(json.loads(line)["type"] == "status" for line in lines)
+
+
+async def _probe(url: str) -> None:
+    async with connect(url, open_timeout=2):
+        pass
