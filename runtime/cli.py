@@ -1,29 +1,36 @@
-"""The ``les02-flow`` command line."""
+"""The ``les02-flow`` command line.
+
+Core commands live here; further commands are modules listed in ``COMMAND_MODULES``, each with
+``register(subparsers)`` that adds its subcommand (see :mod:`les02_flow.cliutil`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import json
-import logging
-import logging.handlers
-import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .compiler import CompiledFlow, compile_document, compile_file
+from .cliutil import (
+    add_command,
+    add_run_options,
+    add_set_option,
+    compile_data,
+    compile_path,
+    positive_float,
+    run_flow,
+    setup_logging,
+)
 from .describe import flow_schema, node_markdown, nodes_markdown, render_graph
-from .engine import Engine, format_stats
-from .flowfile import FlowDocument, FlowErrors
-from .node import NodeStartError
 from .registry import RegistryError, default_registry
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-log = logging.getLogger("les02_flow")
+#: modules that add subcommands (in ``--help`` order, after the core ones)
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EPILOG = """\
 examples:
@@ -37,85 +44,17 @@ examples:
 """
 
 
-def _setup_logging(level: str, log_file: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(
-            logging.handlers.RotatingFileHandler(
-                log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
-            )
-        )
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-
-
-def _print_errors(errors: FlowErrors) -> None:
-    for err in errors.errors:
-        print(err, file=sys.stderr)
-    n = len(errors.errors)
-    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
-
-
-def _compile(path: str, sets: Sequence[str]) -> CompiledFlow | None:
-    try:
-        return compile_file(path, sets)
-    except FlowErrors as errors:
-        _print_errors(errors)
-        return None
-
-
-async def _serve(flow: CompiledFlow, stats_interval: float) -> int:
-    """Run a flow until SIGINT/SIGTERM or until every source finished."""
-    loop = asyncio.get_running_loop()
-    engine = Engine(flow, stats_interval=stats_interval)
-    interrupts = 0
-
-    def on_signal(signame: str) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            log.info("%s: stopping gracefully (press Ctrl-C again to force)", signame)
-            engine.request_stop()
-        elif signame == "SIGINT":
-            log.warning("second SIGINT: forcing exit")
-            logging.shutdown()
-            os._exit(130)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    log.info("flow '%s' (%s): starting %d nodes", flow.name, flow.path, len(engine.nodes))
-    try:
-        await engine.start()
-    except NodeStartError as exc:
-        log.error("cannot start flow '%s': %s", flow.name, exc)
-        return 1
-    log.info("flow '%s' running", flow.name)
-    try:
-        why = await engine.wait()
-        log.info("flow '%s': %s, stopping", flow.name, why)
-    finally:
-        await engine.stop()
-        log.info("stats %s", format_stats(engine.counters()))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    flow = _compile(args.flow, args.set)
+    flow = compile_path(args.flow, args.set)
     if flow is None:
         return 1
-    return asyncio.run(_serve(flow, args.stats_interval))
+    return run_flow(flow, args.stats_interval)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.flows:
-        flow = _compile(path, args.set)
+        flow = compile_path(path, args.set)
         if flow is None:
             status = 1
         else:
@@ -124,7 +63,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    flow = _compile(args.flow, args.set)
+    flow = compile_path(args.flow, args.set)
     if flow is None:
         return 1
     sys.stdout.write(render_graph(flow, args.format))
@@ -178,74 +117,25 @@ def cmd_sim(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
-    doc = FlowDocument(
-        path="les02-flow sim",
-        data={"version": 1, "name": "sim", "nodes": {"sim": config}},
-    )
-    try:
-        flow = compile_document(doc)
-    except FlowErrors as errors:
-        _print_errors(errors)
+    flow = compile_data({"version": 1, "name": "sim", "nodes": {"sim": config}}, "les02-flow sim")
+    if flow is None:
         return 1
-    return asyncio.run(_serve(flow, args.stats_interval))
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
+    return run_flow(flow, args.stats_interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="les02-flow",
         description="Run YAML flows of reactive nodes over CAN bus data (LES02 elevator, "
         "ECUconnect).",
         epilog=EPILOG,
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"les02-flow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, ex: str) -> Any:
-        p = sub.add_parser(
-            name, help=help_, description=help_, epilog=f"examples:\n{ex}", formatter_class=fmt
-        )
-        p.set_defaults(func=func)
-        return p
-
-    def add_set(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="NODE.KEY=VALUE",
-            help="override a node's config value (repeatable), e.g. --set ws.port=9000",
-        )
-
-    def add_logging(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--log-level",
-            type=str.upper,
-            default="INFO",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            help="logging level (default INFO)",
-        )
-        p.add_argument("--log-file", help="also log to this file (rotated at 10 MB, 5 kept)")
-        p.add_argument(
-            "--stats-interval",
-            type=_positive_float,
-            default=60.0,
-            metavar="S",
-            help="log per-node counters every S seconds (0 = only at exit; default 60)",
-        )
-
-    p = add(
+    p = add_command(
+        sub,
         "run",
         cmd_run,
         "run a flow until Ctrl-C/SIGTERM or until all its sources finish",
@@ -254,19 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         "  les02-flow run flows/socketcan.yaml --set bus.channel=can1",
     )
     p.add_argument("flow", help="flow file (YAML)")
-    add_set(p)
-    add_logging(p)
+    add_set_option(p)
+    add_run_options(p)
 
-    p = add(
+    p = add_command(
+        sub,
         "validate",
         cmd_validate,
         "check flow files; every error is printed as FILE:LINE:COL: node 'ID': message",
         "  les02-flow validate flows/*.yaml\n  les02-flow validate my.yaml --set ws.port=9000",
     )
     p.add_argument("flows", nargs="+", metavar="FLOW", help="flow files")
-    add_set(p)
+    add_set_option(p)
 
-    p = add(
+    p = add_command(
+        sub,
         "graph",
         cmd_graph,
         "print a flow as a Mermaid or Graphviz diagram",
@@ -275,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("flow", help="flow file (YAML)")
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
-    add_set(p)
+    add_set_option(p)
 
-    p = add(
+    p = add_command(
+        sub,
         "nodes",
         cmd_nodes,
         "list node types, or document one: ports and every config key",
@@ -286,14 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("type", nargs="?", help="a node type to document")
     p.add_argument("--markdown", action="store_true", help="all types as docs/nodes.md")
 
-    add(
+    add_command(
+        sub,
         "schema",
         cmd_schema,
         "print the JSON Schema of the flow format (for editor autocompletion)",
         "  les02-flow schema > flow.schema.json",
     )
 
-    p = add(
+    p = add_command(
+        sub,
         "tap",
         cmd_tap,
         "print a WebSocket event stream, one JSON event per line",
@@ -305,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", help="comma-separated event types to receive (default: all)")
     p.add_argument("--count", type=int, help="stop after N events")
 
-    p = add(
+    p = add_command(
+        sub,
         "sim",
         cmd_sim,
         "put simulated LES02 elevator traffic onto a python-can bus",
@@ -315,19 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", "-i", default="virtual", help="python-can interface")
     p.add_argument("--channel", "-c", default="les02", help="bus channel")
     p.add_argument("--bitrate", "-b", type=int, help="bitrate (hardware interfaces)")
-    p.add_argument("--speed", type=_positive_float, default=1.0, help="time factor (default 1)")
+    p.add_argument("--speed", type=positive_float, default=1.0, help="time factor (default 1)")
     p.add_argument("--trips", type=int, help="stop after N trips (default endless)")
-    p.add_argument("--duration", type=_positive_float, help="stop after S simulated seconds")
+    p.add_argument("--duration", type=positive_float, help="stop after S simulated seconds")
     p.add_argument("--seed", type=int, help="random seed (same seed, same trips)")
-    add_logging(p)
+    add_run_options(p)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(args, "log_level", None) or "INFO"
-    _setup_logging(level, getattr(args, "log_file", None))
+    setup_logging(getattr(args, "log_level", None) or "INFO", getattr(args, "log_file", None))
     try:
         code: int = args.func(args)
     except RegistryError as exc:

@@ -30,7 +30,8 @@ def test_help_lists_every_command_with_examples(cli: Cli) -> None:
 
 
 def test_shipped_flows_validate(cli: Cli) -> None:
-    flows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "flows").glob("*.yaml"))
+    paths = [*(ROOT / "flows").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]
+    flows = sorted(str(p.relative_to(ROOT)) for p in paths)
     result = cli("validate", *flows)
     assert result.returncode == 0, result.stderr
     for flow in flows:
@@ -145,7 +146,7 @@ def test_schema_has_a_branch_per_type_and_accepts_shipped_flows(cli: Cli) -> Non
     branches = schema["properties"]["nodes"]["additionalProperties"]["oneOf"]
     assert sorted(b["properties"]["type"]["const"] for b in branches) == sorted(BUILTINS)
     validator = jsonschema.Draft202012Validator(schema)
-    for path in (ROOT / "flows").glob("*.yaml"):
+    for path in [*(ROOT / "flows").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]:
         validator.validate(yaml.safe_load(path.read_text()))
     bad: dict[str, Any] = {"version": 1, "nodes": {"ws": {"type": "ws_sink", "prot": 1}}}
     assert list(validator.iter_errors(bad))

@@ -1,0 +1,1 @@
+"""Subcommands beyond the core ones; each module has ``register(subparsers)``."""
