@@ -1,7 +1,7 @@
 """The ``les02-flow`` command line.
 
-Core commands live here; further commands are modules listed in ``COMMAND_MODULES``, each with
-``register(subparsers)`` that adds its subcommand (see :mod:`les02_flow.cliutil`).
+Core commands live here; every module in :mod:`les02_flow.commands` adds more through its
+``register(subparsers)`` (see :mod:`les02_flow.cliutil`), in the order of its ``ORDER`` number.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,8 +30,15 @@ from .registry import RegistryError, default_registry
 
 __all__ = ["build_parser", "main"]
 
-#: modules that add subcommands (in ``--help`` order, after the core ones)
-COMMAND_MODULES: tuple[str, ...] = ()
+
+def _command_modules() -> list[Any]:
+    from . import commands
+
+    found = [
+        importlib.import_module(info.name)
+        for info in pkgutil.iter_modules(commands.__path__, commands.__name__ + ".")
+    ]
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 EPILOG = """\
 examples:
@@ -217,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (same seed, same trips)")
     add_run_options(p)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in _command_modules():
+        module.register(sub)
     return parser
 
 
