@@ -31,6 +31,10 @@ BUILTIN_NODES: tuple[str, ...] = (
     "les02_flow.nodes.les02.parse:Les02Parse",
     "les02_flow.nodes.ws.sink:WsSink",
     "les02_flow.nodes.debug:Debug",
+    # -- recording (issue 3) --
+    # -- ecuconnect (issue 4) --
+    # -- rides (issue 5) --
+    # -- uds (issue 7) --
 )
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
