@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -123,3 +124,46 @@ def test_type_filter_and_tap(cli_cmd: list[str], free_port: int) -> None:
 async def _probe(url: str) -> None:
     async with connect(url, open_timeout=2):
         pass
+
+
+def test_sigint_stops_gracefully_and_logs_to_file(
+    cli_cmd: list[str], free_port: int, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "run.log"
+    proc = start_flow(cli_cmd, free_port, "--log-file", str(log_file), "--stats-interval", "0.5")
+    try:
+        url = f"ws://127.0.0.1:{free_port}"
+        events, _ = asyncio.run(collect(url, 0.5))
+        assert events
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "SIGINT: stopping gracefully" in err
+    text = log_file.read_text()
+    assert "flow 'les02-default' running" in text
+    assert text.count("stats sim out=") >= 2  # periodic and at exit
+
+
+def test_a_node_that_cannot_start_fails_the_run(cli_cmd: list[str], free_port: int) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", free_port))
+        busy.listen()
+        result = subprocess.run(
+            [
+                *cli_cmd,
+                "run",
+                "flows/default.yaml",
+                "--set",
+                f"ws.port={free_port}",
+                "--set",
+                "ws.host=127.0.0.1",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"ws_sink: cannot listen on 127.0.0.1:{free_port}" in result.stderr
