@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .cliutil import (
+    Reload,
     add_command,
     add_run_options,
     add_set_option,
@@ -40,6 +41,7 @@ def _command_modules() -> list[Any]:
     ]
     return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
+
 EPILOG = """\
 examples:
   les02-flow run flows/default.yaml                      serve the simulated LES02 on ws://localhost:8765
@@ -56,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flow = compile_path(args.flow, args.set)
     if flow is None:
         return 1
-    return run_flow(flow, args.stats_interval)
+    return run_flow(flow, args.stats_interval, Reload(args.flow, args.set, watch=args.watch))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -149,9 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
         "run a flow until Ctrl-C/SIGTERM or until all its sources finish",
         "  les02-flow run flows/default.yaml\n"
         "  les02-flow run flows/default.yaml --set ws.port=9000 --stats-interval 10\n"
-        "  les02-flow run flows/socketcan.yaml --set bus.channel=can1",
+        "  les02-flow run flows/socketcan.yaml --set bus.channel=can1\n"
+        "  les02-flow run flows/default.yaml --watch     # edit the file: live re-deploy",
     )
     p.add_argument("flow", help="flow file (YAML)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="re-deploy the flow when the file changes (SIGHUP does it without --watch); "
+        "unchanged nodes keep running, an invalid edit changes nothing",
+    )
     add_set_option(p)
     add_run_options(p)
 

@@ -13,14 +13,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .compiler import CompiledFlow, compile_document, compile_file
 from .engine import Engine, format_stats
-from .flowfile import FlowDocument, FlowErrors
+from .flowfile import FlowDocument, FlowErrors, apply_sets, load_flow
 from .node import NodeStartError
 
 __all__ = [
+    "Reload",
     "add_command",
     "add_run_options",
     "add_set_option",
@@ -69,11 +71,88 @@ def compile_path(path: str, sets: Sequence[str]) -> CompiledFlow | None:
         return None
 
 
-async def serve(flow: CompiledFlow, stats_interval: float) -> int:
-    """Run a flow until SIGINT/SIGTERM or until every source finished."""
+@dataclass(frozen=True)
+class Reload:
+    """Where a running flow comes from, so that edits can be re-deployed (``run --watch``)."""
+
+    path: str
+    sets: Sequence[str] = ()
+    watch: bool = False
+    poll_interval: float = 0.25
+    debounce: float = 0.2
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+async def _watch(reload: Reload, trigger: asyncio.Event) -> None:
+    """Poll the flow file's (mtime, size, inode); editors that save by rename change the
+    inode. A change is reported once the file has been stable for ``debounce`` seconds."""
+    last = _signature(reload.path)
+    while True:
+        await asyncio.sleep(reload.poll_interval)
+        now = _signature(reload.path)
+        if now == last or now is None:
+            continue
+        while True:  # debounce: wait until the file stops changing
+            await asyncio.sleep(reload.debounce)
+            settled = _signature(reload.path)
+            if settled == now:
+                break
+            now = settled
+        last = now
+        trigger.set()
+
+
+async def _redeploy(engine: Engine, reload: Reload) -> None:
+    doc = load_flow(reload.path)
+    if doc.data is not None:
+        apply_sets(doc, reload.sets)
+    try:
+        new = compile_document(doc)
+    except FlowErrors as errors:
+        log.error(
+            "flow edit rejected (%d error%s); the running flow is unchanged:",
+            len(errors.errors),
+            "s" if len(errors.errors) != 1 else "",
+        )
+        for err in errors.errors:
+            log.error("  %s", err)
+        return
+    try:
+        result = await engine.apply(new)
+    except NodeStartError as exc:
+        log.error("flow edit not applied, previous flow restored: %s", exc)
+        return
+    log.info("flow re-deployed: %s", result.summary())
+
+
+async def _reloader(engine: Engine, reload: Reload, trigger: asyncio.Event) -> None:
+    while True:
+        await trigger.wait()
+        trigger.clear()
+        try:
+            await _redeploy(engine, reload)
+        except Exception as exc:  # never let a bad edit end the run
+            log.exception("flow re-deploy failed: %s", exc)
+
+
+async def serve(flow: CompiledFlow, stats_interval: float, reload: Reload | None = None) -> int:
+    """Run a flow until SIGINT/SIGTERM or until every source finished.
+
+    With ``reload``, SIGHUP re-reads the flow file and applies it as a diff; with
+    ``reload.watch`` a change of the file does the same.
+    """
     loop = asyncio.get_running_loop()
     engine = Engine(flow, stats_interval=stats_interval)
     interrupts = 0
+    trigger = asyncio.Event()
+    helpers: list[asyncio.Task[None]] = []
 
     def on_signal(signame: str) -> None:
         nonlocal interrupts
@@ -86,22 +165,36 @@ async def serve(flow: CompiledFlow, stats_interval: float) -> int:
             logging.shutdown()
             os._exit(130)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, trigger.set)
+        signals.append(signal.SIGHUP)
     log.info("flow '%s' (%s): starting %d nodes", flow.name, flow.path, len(engine.nodes))
     try:
         await engine.start()
     except NodeStartError as exc:
         log.error("cannot start flow '%s': %s", flow.name, exc)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
         return 1
+    if reload is not None:
+        helpers.append(asyncio.create_task(_reloader(engine, reload, trigger)))
+        if reload.watch:
+            helpers.append(asyncio.create_task(_watch(reload, trigger)))
+            log.info("watching %s for changes (SIGHUP also re-deploys)", reload.path)
     log.info("flow '%s' running", flow.name)
     try:
         why = await engine.wait()
         log.info("flow '%s': %s, stopping", flow.name, why)
     finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await engine.stop()
         log.info("stats %s", format_stats(engine.counters()))
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     return 0
 
@@ -115,9 +208,9 @@ def compile_data(data: dict[str, Any], path: str) -> CompiledFlow | None:
         return None
 
 
-def run_flow(flow: CompiledFlow, stats_interval: float) -> int:
+def run_flow(flow: CompiledFlow, stats_interval: float, reload: Reload | None = None) -> int:
     """Run a compiled flow to its end (signals, stats, exit code)."""
-    return asyncio.run(serve(flow, stats_interval))
+    return asyncio.run(serve(flow, stats_interval, reload))
 
 
 def positive_float(text: str) -> float:

@@ -1,44 +1,182 @@
-"""The engine: turns a :class:`CompiledFlow` into live nodes and runs them.
+"""The engine: turns a :class:`CompiledFlow` into live nodes, runs them, and re-deploys edits.
 
-Wiring rules (DESIGN §3, §5):
+Wiring (DESIGN §3, §5). Every node with an input has an *inlet* and every output port an
+*outlet*; the engine subscribes each port exactly once and the outlet hands each message to the
+inlets it is wired to:
 
-* a node's input is its upstream port, or ``merge`` of all of them (fan-in);
-* a port with several consumers is ``share``d, so fan-out costs one upstream subscription;
-* the runtime counts ``in`` at each node's input and ``out`` at each port, and guards the input:
-  an exception that escapes a node's synchronous chain is counted, logged (rate-limited) with
-  the node id, and the message skipped;
-* sinks are subscribed by the runtime (``consume`` per message) before any source starts.
+* fan-out costs one upstream subscription (the port is subscribed once, whatever its wires);
+* fan-in merges (an inlet takes messages from any number of outlets and completes when all of
+  them completed);
+* the inlet counts ``in`` and guards the node: an exception escaping a node's synchronous chain
+  is counted, logged (rate-limited) with the node id, and the message skipped; the outlet
+  counts ``out``;
+* because the routing tables live here and not in the nodes' observables, a flow edit can be
+  applied as a diff (:meth:`Engine.apply`): nodes whose type and config are unchanged keep their
+  instance, state and resources; only the routing tables change, synchronously on the loop, so
+  a kept node neither loses nor repeats a message across the swap.
 
-Lifecycle: ``start`` opens sinks, then transforms, then sources; ``stop`` goes in reverse
-(sources first, sinks last so they flush what they accepted), each ``stop()`` bounded by
-``stop_timeout``. A run ends on :meth:`Engine.request_stop` or when every source finished.
+Lifecycle: ``start`` opens sinks, then transforms, then sources (each source's ports are
+subscribed just before it starts, so nothing it emits is lost); ``stop`` goes in reverse, each
+node's ``stop()`` bounded by ``stop_timeout``. A run ends on :meth:`Engine.request_stop` or
+when every source finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex.subject import Subject
 
 from .compiler import CompiledFlow, CompiledNode
 from .node import Context, Counters, Node, NodeConfig
 
-__all__ = ["Engine", "format_stats"]
+__all__ = ["ApplyResult", "Engine", "format_stats"]
 
 log = logging.getLogger("les02_flow.engine")
+
+PortKey = tuple[str, str]
+
+
+class _Inlet:
+    """A node's input: counts, guards, merges; completes when all its upstream completed."""
+
+    def __init__(self, live: _Live) -> None:
+        self.live = live
+        node = live.node
+        self.counters = node.counters
+        self.report = node.report_error
+        self.upstream: set[PortKey] = set()
+        self.done: set[PortKey] = set()
+        self.completed = False
+        self.subject: Subject[Any] | None = None
+        self.deliver: Callable[[Any], None]
+        if live.spec.cls.is_sink():
+            self.deliver = node.consume
+        else:
+            self.subject = Subject()
+            self.deliver = self.subject.on_next
+
+    def push(self, value: Any) -> None:
+        self.counters.received += 1
+        try:
+            self.deliver(value)
+        except Exception as exc:
+            self.report(value, exc)
+
+    def upstream_completed(self, key: PortKey) -> None:
+        self.done.add(key)
+        if self.upstream and self.upstream <= self.done and not self.completed:
+            self.completed = True
+            try:
+                if self.subject is not None:
+                    self.subject.on_completed()
+                else:
+                    self.live.node.input_completed()
+            except Exception as exc:
+                log.error("node '%s': completing its input raised: %s", self.live.spec.id, exc)
+
+
+class _Outlet:
+    """One output port: counts ``out`` and hands each message to its wired inlets."""
+
+    def __init__(self, live: _Live, port: str, engine: Engine) -> None:
+        self.live = live
+        self.port = port
+        self.key: PortKey = (live.spec.id, port)
+        self.engine = engine
+        self.counters = live.node.counters
+        self.targets: tuple[_Inlet, ...] = ()
+        self.completed = False
+
+    def on_next(self, value: Any) -> None:
+        self.counters.emitted += 1
+        for target in self.targets:
+            target.push(value)
+
+    def on_error(self, err: Exception) -> None:
+        self.counters.errors += 1
+        log.error("node '%s' port '%s' failed: %s", self.key[0], self.port, err)
+        self.on_completed()
+
+    def on_completed(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        for target in self.targets:
+            target.upstream_completed(self.key)
+        self.engine._port_completed(self.live)
+
+
+@dataclass
+class _Live:
+    """A running node instance with its inlet, outlets and subscriptions."""
+
+    spec: CompiledNode
+    node: Node[NodeConfig]
+    inlet: _Inlet | None = None
+    ports: dict[str, Observable[Any]] = field(default_factory=dict)
+    outlets: dict[str, _Outlet] = field(default_factory=dict)
+    subscriptions: list[abc.DisposableBase] = field(default_factory=list)
+    started: bool = False
+    finished: bool = False
+    waiter: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass
+class ApplyResult:
+    """What :meth:`Engine.apply` did, by node id."""
+
+    kept: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    rewired: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """``kept 4, added 1 (rec), removed 0, restarted 1 (ws), rewired 1 (parse)``"""
+
+        def part(name: str, ids: list[str]) -> str:
+            return f"{name} {len(ids)}" + (f" ({', '.join(ids)})" if ids else "")
+
+        return ", ".join(
+            [
+                f"kept {len(self.kept)}",
+                part("added", self.added),
+                part("removed", self.removed),
+                part("restarted", self.restarted),
+                part("rewired", self.rewired),
+            ]
+        )
+
+
+def _phase(spec: CompiledNode) -> int:
+    if spec.cls.is_sink():
+        return 0
+    if spec.cls.is_source():
+        return 2
+    return 1
+
+
+def _same(a: CompiledNode, b: CompiledNode) -> bool:
+    return a.cls is b.cls and a.config == b.config
 
 
 class Engine:
     """Builds and runs one flow on the running event loop.
 
-    Use it as: ``engine = Engine(flow); await engine.start(); await engine.wait(); await
+    Use: ``engine = Engine(flow); await engine.start(); await engine.wait(); await
     engine.stop()`` -- or ``await engine.run()`` for all three. ``start`` raises
-    :class:`NodeStartError` (after stopping what it started) when a node cannot start.
+    :class:`~les02_flow.node.NodeStartError` (after stopping what it started) when a node
+    cannot start. ``await engine.apply(new_flow)`` re-deploys an edited flow as a diff.
     """
 
     def __init__(
@@ -51,177 +189,150 @@ class Engine:
         self.flow = flow
         self.stats_interval = stats_interval
         self.stop_timeout = stop_timeout
-        self.nodes: dict[str, Node[NodeConfig]] = {}
-        self._ports: dict[tuple[str, str], Observable[Any]] = {}
-        self._subscriptions: list[abc.DisposableBase] = []
-        self._started: list[str] = []
-        self._pending_ports: dict[str, set[str]] = {}
-        self._finished: set[str] = set()
+        self.live: dict[str, _Live] = {}
         self._stop_requested = asyncio.Event()
         self._all_finished = asyncio.Event()
+        self._started = False
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._sinks: list[tuple[Node[NodeConfig], Observable[Any]]] = []
-        self._build()
+        self._lock = asyncio.Lock()
+        for spec in flow.enabled():
+            self.live[spec.id] = self._instantiate(spec)
+        self._connect(self.live, flow)
+
+    @property
+    def nodes(self) -> dict[str, Node[NodeConfig]]:
+        """The live node instances by id."""
+        return {nid: live.node for nid, live in self.live.items()}
 
     # -- building ----------------------------------------------------------------------------
 
-    def _consumers(self, node_id: str, port: str) -> int:
-        node = self.flow.nodes[node_id]
-        return sum(1 for t in node.wires.get(port, []) if not self.flow.nodes[t].disabled)
+    def _instantiate(self, spec: CompiledNode) -> _Live:
+        ctx = Context(spec.id, logging.getLogger(f"les02_flow.node.{spec.id}"))
+        live = _Live(spec=spec, node=spec.cls(spec.id, spec.config, ctx))
+        if spec.cls.input_kind is not None:
+            live.inlet = _Inlet(live)
+        if spec.cls.is_sink():
+            return live
+        source = live.inlet.subject if live.inlet is not None else None
+        ports = dict(live.node.build(source))
+        missing = set(spec.cls.output_ports) - set(ports)
+        if missing:
+            raise TypeError(f"{spec.type_name}.build() did not return ports {sorted(missing)}")
+        live.ports = ports
+        live.outlets = {port: _Outlet(live, port, self) for port in spec.cls.output_ports}
+        return live
 
-    def _build(self) -> None:
-        for spec in self.flow.enabled():
-            ctx = Context(spec.id, logging.getLogger(f"les02_flow.node.{spec.id}"))
-            node = spec.cls(spec.id, spec.config, ctx)
-            self.nodes[spec.id] = node
-        for spec in self.flow.enabled():  # topological order
-            node = self.nodes[spec.id]
-            upstream = [self._ports[key] for key in self.flow.upstream(spec.id)]
-            source: Observable[Any] | None = None
-            if spec.cls.input_kind is not None:
-                merged = upstream[0] if len(upstream) == 1 else reactivex.merge(*upstream)
-                source = _guarded(merged, node) if upstream else None
-            if spec.cls.is_sink():
-                if source is not None:
-                    self._sinks.append((node, source))
+    def _connect(self, lives: dict[str, _Live], flow: CompiledFlow) -> None:
+        """Set every outlet's targets and every inlet's upstream set from ``flow``'s wires."""
+        upstream: dict[str, set[PortKey]] = {nid: set() for nid in lives}
+        for nid, live in lives.items():
+            for port, outlet in live.outlets.items():
+                targets = []
+                for t in flow.nodes[nid].wires.get(port, []) if nid in flow.nodes else []:
+                    target = lives.get(t)
+                    if target is not None and target.inlet is not None:
+                        targets.append(target.inlet)
+                        upstream[t].add(outlet.key)
+                outlet.targets = tuple(targets)
+        for nid, live in lives.items():
+            if live.inlet is not None:
+                live.inlet.upstream = upstream[nid]
+                live.inlet.done &= upstream[nid]
+        self._propagate_bus_info(lives, flow)
+
+    def _propagate_bus_info(self, lives: dict[str, _Live], flow: CompiledFlow) -> None:
+        for nid, live in lives.items():
+            info = getattr(live.node, "bus_info", None)
+            if not isinstance(info, dict) or not info:
                 continue
-            if spec.cls.input_kind is not None and source is None:
-                continue  # a transform nobody feeds: inert
-            ports = dict(node.build(source))
-            missing = set(spec.cls.output_ports) - set(ports)
-            if missing:
-                raise TypeError(f"{spec.type_name}.build() did not return ports {sorted(missing)}")
-            for port, obs in ports.items():
-                counted = self._counted(obs, node, spec, port)
-                if self._consumers(spec.id, port) > 1:
-                    counted = counted.pipe(ops.share())
-                self._ports[(spec.id, port)] = counted
-            self._propagate_bus_info(spec)
-
-    def _counted(
-        self, obs: Observable[Any], node: Node[NodeConfig], spec: CompiledNode, port: str
-    ) -> Observable[Any]:
-        counters = node.counters
-        is_source = spec.cls.is_source()
-        if is_source:
-            self._pending_ports.setdefault(spec.id, set()).add(port)
-
-        def on_port_completed() -> None:
-            if is_source:
-                pending = self._pending_ports.get(spec.id, set())
-                pending.discard(port)
-                if not pending:
-                    self._mark_finished(spec.id)
-
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            emit = observer.on_next
-
-            def on_next(value: Any) -> None:
-                counters.emitted += 1
-                emit(value)
-
-            def on_error(err: Exception) -> None:
-                counters.errors += 1
-                log.error("node '%s' port '%s' failed: %s", spec.id, port, err)
-                on_port_completed()
-                observer.on_completed()
-
-            def on_completed() -> None:
-                on_port_completed()
-                observer.on_completed()
-
-            return obs.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    def _propagate_bus_info(self, spec: CompiledNode) -> None:
-        info = getattr(self.nodes[spec.id], "bus_info", None)
-        if not isinstance(info, dict) or not info:
-            return
-        todo = [t for targets in spec.wires.values() for t in targets]
-        seen: set[str] = set()
-        while todo:
-            nid = todo.pop()
-            if nid in seen or nid not in self.nodes:
-                continue
-            seen.add(nid)
-            for key, value in info.items():
-                self.nodes[nid].ctx.bus_info.setdefault(str(key), str(value))
-            todo.extend(t for targets in self.flow.nodes[nid].wires.values() for t in targets)
+            todo = [t for targets in flow.nodes[nid].wires.values() for t in targets]
+            seen: set[str] = set()
+            while todo:
+                tid = todo.pop()
+                if tid in seen or tid not in lives:
+                    continue
+                seen.add(tid)
+                for key, value in info.items():
+                    lives[tid].node.ctx.bus_info.setdefault(str(key), str(value))
+                todo.extend(t for ts in flow.nodes[tid].wires.values() for t in ts)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _phase(self, spec: CompiledNode) -> int:
-        if spec.cls.is_sink():
-            return 0
-        if spec.cls.is_source():
-            return 2
-        return 1
-
-    def start_order(self) -> list[str]:
+    def start_order(self, ids: Iterable[str] | None = None) -> list[str]:
         """Node ids in start order: sinks, transforms, sources (stable within a phase)."""
-        specs = self.flow.enabled()
-        return [s.id for s in sorted(specs, key=self._phase)]
+        chosen = list(self.live) if ids is None else list(ids)
+        return sorted(chosen, key=lambda nid: _phase(self.live[nid].spec))
+
+    def _subscribe(self, live: _Live) -> None:
+        for port, obs in live.ports.items():
+            outlet = live.outlets[port]
+            live.subscriptions.append(
+                obs.subscribe(outlet.on_next, outlet.on_error, outlet.on_completed)
+            )
+
+    async def _start_one(self, live: _Live) -> None:
+        live.node.ctx.loop = asyncio.get_running_loop()
+        self._subscribe(live)
+        await live.node.start()
+        live.started = True
+        if live.spec.cls.is_source() and not live.spec.cls.output_ports:
+            live.waiter = asyncio.create_task(self._await_finished(live))
 
     async def start(self) -> None:
         """Open every node's resources and connect the graph; sources start last."""
-        loop = asyncio.get_running_loop()
-        order = self.start_order()
-        subscribed = False
+        self._started = True
         try:
-            for nid in order:
-                spec = self.flow.nodes[nid]
-                node = self.nodes[nid]
-                node.ctx.loop = loop
-                if spec.cls.is_source() and not subscribed:
-                    self._subscribe_all()
-                    subscribed = True
-                await node.start()
-                self._started.append(nid)
-            if not subscribed:
-                self._subscribe_all()
+            for nid in self.start_order():
+                await self._start_one(self.live[nid])
         except BaseException:
             await self.stop()
             raise
-        for nid in order:
-            spec = self.flow.nodes[nid]
-            if spec.cls.is_source() and not spec.cls.output_ports:
-                self._tasks.append(asyncio.create_task(self._await_finished(nid)))
-        if not any(self.flow.nodes[n].cls.is_source() for n in order):
+        if not any(live.spec.cls.is_source() for live in self.live.values()):
             log.warning("flow '%s' has no source node: nothing will flow", self.flow.name)
         if self.stats_interval > 0:
             self._tasks.append(asyncio.create_task(self._stats_loop()))
 
-    def _subscribe_all(self) -> None:
-        for node, source in self._sinks:
-            self._subscriptions.append(_subscribe_sink(node, source))
-        # Unwired source ports are driven too, so that they count and can finish.
-        for spec in self.flow.enabled():
-            if not spec.cls.is_source():
-                continue
-            for port in spec.cls.output_ports:
-                if self._consumers(spec.id, port) == 0 and (spec.id, port) in self._ports:
-                    self._subscriptions.append(
-                        self._ports[(spec.id, port)].subscribe(on_error=lambda _e: None)
-                    )
+    async def _stop_one(self, live: _Live) -> None:
+        if live.waiter is not None:
+            live.waiter.cancel()
+        if live.started:
+            live.started = False
+            try:
+                await asyncio.wait_for(live.node.stop(), self.stop_timeout)
+            except TimeoutError:
+                log.error("node '%s' did not stop within %.1f s", live.id, self.stop_timeout)
+            except Exception as exc:
+                log.error("node '%s' raised while stopping: %s", live.id, exc)
+        for sub in live.subscriptions:
+            try:
+                sub.dispose()
+            except Exception as exc:
+                log.debug("node '%s': dispose failed: %s", live.id, exc)
+        live.subscriptions.clear()
 
-    async def _await_finished(self, nid: str) -> None:
+    async def _await_finished(self, live: _Live) -> None:
         try:
-            await self.nodes[nid].finished()
+            await live.node.finished()
         except Exception as exc:
-            log.error("node '%s' failed: %s", nid, exc)
-        self._mark_finished(nid)
+            log.error("node '%s' failed: %s", live.id, exc)
+        self._mark_finished(live)
 
-    def _mark_finished(self, nid: str) -> None:
-        if nid in self._finished:
+    def _port_completed(self, live: _Live) -> None:
+        if live.spec.cls.is_source() and all(o.completed for o in live.outlets.values()):
+            self._mark_finished(live)
+
+    def _mark_finished(self, live: _Live) -> None:
+        if live.finished:
             return
-        self._finished.add(nid)
-        log.info("node '%s' finished", nid)
-        sources = [s.id for s in self.flow.enabled() if s.cls.is_source()]
-        if sources and all(s in self._finished for s in sources):
+        live.finished = True
+        if not self._stopped:
+            log.info("node '%s' finished", live.id)
+        self._check_all_finished()
+
+    def _check_all_finished(self) -> None:
+        sources = [lv for lv in self.live.values() if lv.spec.cls.is_source()]
+        if sources and all(lv.finished for lv in sources):
             self._all_finished.set()
 
     def request_stop(self) -> None:
@@ -245,20 +356,9 @@ class Engine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for nid in reversed(self._started):
-            node = self.nodes[nid]
-            try:
-                await asyncio.wait_for(node.stop(), self.stop_timeout)
-            except TimeoutError:
-                log.error("node '%s' did not stop within %.1f s", nid, self.stop_timeout)
-            except Exception as exc:
-                log.error("node '%s' raised while stopping: %s", nid, exc)
-        for sub in self._subscriptions:
-            try:
-                sub.dispose()
-            except Exception as exc:
-                log.debug("dispose failed: %s", exc)
-        self._subscriptions.clear()
+        async with self._lock:
+            for nid in reversed(self.start_order()):
+                await self._stop_one(self.live[nid])
 
     async def run(self) -> str:
         """Start, wait for the end, stop. Returns why it ended."""
@@ -268,10 +368,108 @@ class Engine:
         finally:
             await self.stop()
 
+    # -- live re-deploy ----------------------------------------------------------------------
+
+    async def apply(self, new: CompiledFlow) -> ApplyResult:
+        """Re-deploy ``new`` as a diff against the running flow.
+
+        Unchanged nodes (same type and config) keep running with their state; removed nodes
+        stop (flushing); added nodes start; changed nodes restart (old instance stopped first,
+        so it frees ports and files); wires are re-connected in one synchronous step. If a new
+        or changed node fails to start, the old graph is restored and the
+        :class:`~les02_flow.node.NodeStartError` re-raised.
+        """
+        async with self._lock:
+            if self._stopped:
+                raise RuntimeError("the engine is stopped")
+            return await self._apply(new)
+
+    async def _apply(self, new: CompiledFlow) -> ApplyResult:
+        old_flow = self.flow
+        new_specs = {s.id: s for s in new.enabled()}
+        result = ApplyResult()
+        for nid, spec in new_specs.items():
+            if nid not in self.live:
+                result.added.append(nid)
+            elif _same(self.live[nid].spec, spec):
+                result.kept.append(nid)
+                old_wires = old_flow.nodes[nid].wires
+                if {p: sorted(t) for p, t in old_wires.items() if t} != {
+                    p: sorted(t) for p, t in spec.wires.items() if t
+                }:
+                    result.rewired.append(nid)
+            else:
+                result.restarted.append(nid)
+        result.removed = [nid for nid in self.live if nid not in new_specs]
+
+        fresh = {nid: self._instantiate(new_specs[nid]) for nid in result.added + result.restarted}
+        changed_old = {nid: self.live[nid] for nid in result.restarted}
+        removed = {nid: self.live[nid] for nid in result.removed}
+        # The graph as it will be: kept instances and fresh ones.
+        target = {nid: self.live[nid] for nid in result.kept}
+        target.update(fresh)
+        # Fresh nodes' outlets point at their targets before they start (new sources emit into
+        # the new graph at once); kept nodes' routing is switched only after all started.
+        for live in fresh.values():
+            for port, outlet in live.outlets.items():
+                wired = (target[t].inlet for t in new.nodes[live.id].wires.get(port, []))
+                outlet.targets = tuple(inlet for inlet in wired if inlet is not None)
+
+        # Changed nodes: detach and stop the old instance first (frees ports and files).
+        self._detach(changed_old.values())
+        for nid in reversed(self.start_order(changed_old)):
+            await self._stop_one(changed_old[nid])
+
+        started: list[_Live] = []
+        try:
+            for live in sorted(fresh.values(), key=lambda lv: _phase(lv.spec)):
+                await self._start_one(live)
+                started.append(live)
+        except BaseException as exc:
+            log.error("re-deploy failed, restoring the previous flow: %s", exc)
+            for live in reversed(started):
+                self._detach([live])
+                await self._stop_one(live)
+            await self._restore(old_flow, changed_old)
+            raise
+
+        # Commit: one synchronous switch of every routing table.
+        self._detach(removed.values())
+        self.live = target
+        self.flow = new
+        self._connect(self.live, new)
+        for nid in reversed(sorted(removed, key=lambda n: _phase(removed[n].spec))):
+            await self._stop_one(removed[nid])
+        self._check_all_finished()
+        return result
+
+    def _detach(self, lives: Iterable[_Live]) -> None:
+        """Take instances out of the routing: nothing reaches them, nothing leaves them."""
+        gone = {id(live.inlet) for live in lives if live.inlet is not None}
+        for live in lives:
+            for outlet in live.outlets.values():
+                outlet.targets = ()
+        for live in self.live.values():
+            for outlet in live.outlets.values():
+                if any(id(t) in gone for t in outlet.targets):
+                    outlet.targets = tuple(t for t in outlet.targets if id(t) not in gone)
+
+    async def _restore(self, old_flow: CompiledFlow, changed_old: dict[str, _Live]) -> None:
+        """After a failed re-deploy: bring changed nodes back with their old config."""
+        for nid in self.start_order(changed_old):
+            live = self._instantiate(changed_old[nid].spec)
+            self.live[nid] = live
+        self._connect(self.live, old_flow)
+        for nid in self.start_order(changed_old):
+            try:
+                await self._start_one(self.live[nid])
+            except Exception as exc:
+                log.error("node '%s' could not be restored: %s", nid, exc)
+
     # -- stats -------------------------------------------------------------------------------
 
     def counters(self) -> dict[str, Counters]:
-        return {nid: node.counters for nid, node in self.nodes.items()}
+        return {nid: live.node.counters for nid, live in self.live.items()}
 
     async def _stats_loop(self) -> None:
         while True:
@@ -289,46 +487,3 @@ def format_stats(counters: dict[str, Counters]) -> str:
         fields = " ".join(f"{k}={v}" for k, v in c.as_dict().items() if v)
         parts.append(f"{nid} {fields or 'idle'}")
     return " | ".join(parts)
-
-
-def _guarded(source: Observable[Any], node: Node[NodeConfig]) -> Observable[Any]:
-    """Count ``in`` and keep a node's exceptions from travelling upstream."""
-    counters = node.counters
-
-    def subscribe(
-        observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        emit = observer.on_next
-
-        def on_next(value: Any) -> None:
-            counters.received += 1
-            try:
-                emit(value)
-            except Exception as exc:
-                node.report_error(value, exc)
-
-        return source.subscribe(on_next, observer.on_error, observer.on_completed)
-
-    return Observable(subscribe)
-
-
-def _subscribe_sink(node: Node[NodeConfig], source: Observable[Any]) -> abc.DisposableBase:
-    consume: Callable[[Any], None] = node.consume
-
-    def on_next(value: Any) -> None:
-        try:
-            consume(value)
-        except Exception as exc:
-            node.report_error(value, exc)
-
-    def on_error(err: Exception) -> None:
-        node.counters.errors += 1
-        log.error("node '%s': input failed: %s", node.node_id, err)
-
-    def on_completed() -> None:
-        try:
-            node.input_completed()
-        except Exception as exc:
-            log.error("node '%s': input_completed raised: %s", node.node_id, exc)
-
-    return source.subscribe(on_next, on_error, on_completed)

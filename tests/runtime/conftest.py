@@ -10,7 +10,7 @@ from pydantic import Field
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from les02_flow.node import Kind, Node, NodeConfig
+from les02_flow.node import Kind, Node, NodeConfig, NodeStartError
 from les02_flow.registry import Registry
 
 #: what the test sinks received, by sink `key`; and the lifecycle calls in order
@@ -152,13 +152,68 @@ class FrameSink(Node[FrameSinkConfig]):
         pass
 
 
+class TickerConfig(NodeConfig):
+    interval: float = Field(default=0.001, gt=0, description="seconds between values")
+
+
+class Ticker(Node[TickerConfig]):
+    """Emits 0, 1, 2, ... every `interval` seconds until stopped (test source)."""
+
+    type_name = "ticker"
+    config_model = TickerConfig
+    output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        self.subject: Subject[Any] = Subject()
+        self.next = 0
+        self.handle: Any = None
+        return {"out": self.subject}
+
+    def _tick(self) -> None:
+        self.subject.on_next(self.next)
+        self.next += 1
+        self.handle = self.ctx.get_loop().call_later(self.config.interval, self._tick)
+
+    async def start(self) -> None:
+        LIFECYCLE.append(f"start {self.node_id}")
+        self._tick()
+
+    async def stop(self) -> None:
+        LIFECYCLE.append(f"stop {self.node_id}")
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class FailingConfig(NodeConfig):
+    fail: bool = Field(default=True, description="raise NodeStartError in start()")
+
+
+class Failing(Node[FailingConfig]):
+    """A sink that cannot start (test)."""
+
+    type_name = "failing"
+    config_model = FailingConfig
+    input_kind = Kind.ANY
+
+    def consume(self, message: Any) -> None:
+        RECEIVED.setdefault(self.node_id, []).append(message)
+
+    async def start(self) -> None:
+        if self.config.fail:
+            raise NodeStartError(f"{self.node_id}: cannot start (test)")
+        LIFECYCLE.append(f"start {self.node_id}")
+
+    async def stop(self) -> None:
+        LIFECYCLE.append(f"stop {self.node_id}")
+
+
 @pytest.fixture
 def registry() -> Registry:
     RECEIVED.clear()
     LIFECYCLE.clear()
     SUBSCRIPTIONS.clear()
     reg = Registry()
-    for cls in (Numbers, Frames, Add, Route, Collect, FrameSink):
+    for cls in (Numbers, Frames, Add, Route, Collect, FrameSink, Ticker, Failing):
         reg.register(cls, "tests")  # type: ignore[arg-type]
     return reg
 
