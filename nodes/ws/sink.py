@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import os
 import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +29,8 @@ from pydantic import Field
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 from les02_flow.events import encode_event
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
@@ -87,7 +92,11 @@ def parse_types_query(path: str) -> frozenset[str] | None:
     if not query:
         return None
     names: set[str] = set()
+    if all(key == "token" for key, _ in parse_qsl(query, keep_blank_values=True)):
+        return None
     for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "token":  # authentication, checked at the handshake (see WsSink)
+            continue
         if key != "types":
             raise TypeFilterError(
                 f"unknown query parameter {_clip(key)!r} (only 'types' is supported,"
@@ -221,6 +230,20 @@ class WsSinkConfig(NodeConfig):
         gt=0,
         description="Seconds to wait for a pong before closing a dead client; null waits forever.",
     )
+    token_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable holding a shared secret. When set, a "
+        "client must present it at the handshake (`Authorization: Bearer <token>` or "
+        "`?token=<token>`), else it gets HTTP 401. The variable must be set and non-empty "
+        "when the node starts. The secret never appears in the flow file.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to connect (e.g. 'http://ui.local:8080'); "
+        "empty = any. Clients that send no Origin header (non-browser tools) are allowed. "
+        "Others get HTTP 403.",
+    )
 
 
 @dataclass(eq=False)
@@ -282,6 +305,7 @@ class WsSink(Node[WsSinkConfig]):
         self._clients: dict[_Client, None] = {}  # insertion-ordered set
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._token: bytes | None = None
 
     @property
     def client_count(self) -> int:
@@ -300,11 +324,23 @@ class WsSink(Node[WsSinkConfig]):
         ws_log = self.log.getChild("websockets")
         if ws_log.level == logging.NOTSET:
             ws_log.setLevel(logging.WARNING)
+        if cfg.token_env is not None:
+            secret = os.environ.get(cfg.token_env, "")
+            if not secret:
+                raise NodeStartError(
+                    f"ws_sink: token_env names ${cfg.token_env}, which is not set or empty"
+                )
+            self._token = secret.encode()
+        origins: list[Origin | None] | None = None
+        if cfg.allowed_origins:
+            origins = [*(Origin(o) for o in cfg.allowed_origins), None]
         try:
             self._server = await serve(
                 self._handle,
                 cfg.host,
                 cfg.port,
+                process_request=self._authenticate if self._token is not None else None,
+                origins=origins,
                 compression=None,
                 max_size=cfg.max_message_size,
                 ping_interval=cfg.ping_interval,
@@ -413,6 +449,28 @@ class WsSink(Node[WsSinkConfig]):
         task.add_done_callback(self._tasks.discard)
 
     # -- connections -----------------------------------------------------------------------
+
+    def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Handshake check when ``token_env`` is set: HTTP 401 unless the token matches."""
+        assert self._token is not None
+        given = ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[len("Bearer ") :].strip()
+        else:
+            for key, value in parse_qsl(urlsplit(request.path).query):
+                if key == "token":
+                    given = value
+        if given and hmac.compare_digest(given.encode(), self._token):
+            return None
+        self.counters.bump("clients_unauthorized")
+        self.log.warning(
+            "ws_sink '%s': refused client %s: %s token",
+            self.node_id,
+            _peer(connection),
+            "wrong" if given else "missing",
+        )
+        return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
         """One client: check filter and limits, start its writer, read (and ignore) inbound."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -24,6 +25,9 @@ from websockets.exceptions import (
 )
 
 from les02_flow.nodes.ws.sink import TypeFilterError, parse_types_query
+
+#: environment variable whose value tap sends as `Authorization: Bearer <token>`
+TOKEN_ENV = "LES02_WS_TOKEN"
 
 __all__ = ["DEFAULT_URL", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "run_tap", "tap", "tap_url"]
 
@@ -92,6 +96,9 @@ async def tap(
         return EXIT_USAGE
 
     options: dict[str, Any] = {}
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        options["additional_headers"] = {"Authorization": f"Bearer {token}"}
     if _is_loopback(urlsplit(full_url).hostname or ""):
         options["proxy"] = None  # a proxy cannot reach this machine's loopback
     try:

@@ -124,6 +124,8 @@ def test_config_validation() -> None:
         "max_message_size": 4096,
         "ping_interval": 20.0,
         "ping_timeout": 20.0,
+        "token_env": None,
+        "allowed_origins": [],
     }
     for bad in ({"buffer": 0}, {"policy": "block"}, {"port": 70000}, {"max_clients": 0}):
         with pytest.raises(ValueError):
