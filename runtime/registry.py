@@ -34,6 +34,8 @@ BUILTIN_NODES: tuple[str, ...] = (
     # -- recording (issue 3) --
     # -- ecuconnect (issue 4) --
     # -- rides (issue 5) --
+    "les02_flow.nodes.rides.detect:RideDetect",
+    "les02_flow.nodes.rides.store:RideStore",
     # -- uds (issue 7) --
 )
 

@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 COMMANDS = ("run", "validate", "graph", "nodes", "schema", "tap", "sim")
-BUILTINS = ("les02_sim", "can_source", "les02_parse", "ws_sink", "debug")
+BUILTINS = (
+    "les02_sim",
+    "can_source",
+    "les02_parse",
+    "ws_sink",
+    "debug",
+    "ride_detect",
+    "ride_store",
+)
 
 
 def test_help_lists_every_command_with_examples(cli: Cli) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the default flow writes files; tests keep the repository clean
+NO_FILES = ("--set", "store.disabled=true")
 
 
 async def connect_retry(url: str, deadline: float) -> Any:
@@ -38,7 +40,7 @@ async def collect(url: str, seconds: float) -> tuple[list[dict[str, Any]], float
 
 def start_flow(cli_cmd: list[str], port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*cli_cmd, "run", "flows/default.yaml", "--set", f"ws.port={port}", *extra],
+        [*cli_cmd, "run", "flows/default.yaml", "--set", f"ws.port={port}", *NO_FILES, *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

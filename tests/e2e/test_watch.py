@@ -88,7 +88,7 @@ def test_live_edits_keep_clients_and_apply_diffs(
 
             # 1. add a node and a wire
             mark = len(proc.lines)
-            added = original.replace("out: [ws]", "out: [ws, extra]")
+            added = original.replace("out: [rides]", "out: [rides, extra]")
             added += "  extra:\n    type: debug\n    stream: log\n    rate_limit: 1\n"
             edit(added)
             line = await proc.wait_for("flow re-deployed", mark)
@@ -117,7 +117,7 @@ def test_live_edits_keep_clients_and_apply_diffs(
             mark = len(proc.lines)
             edit(original)
             line = await proc.wait_for("flow re-deployed", mark)
-            assert "kept 5, added 0, removed 0, restarted 0, rewired 0" in line, line
+            assert "kept 7, added 0, removed 0, restarted 0, rewired 0" in line, line
             before = seen["count"]
             async with asyncio.timeout(10):
                 while seen["count"] < before + 50:
@@ -136,9 +136,9 @@ def test_live_edits_keep_clients_and_apply_diffs(
     stats = next(line for line in reversed(lines) if " stats " in line)
     ws_in = int(re.search(r"\| ws in=(\d+)", stats).group(1))  # type: ignore[union-attr]
     ws_out = int(re.search(r"\| ws in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
-    parse_out = int(re.search(r"\| parse in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
-    # nothing lost across five re-deploys: every event parse made reached ws and the client
-    assert ws_in == parse_out
+    rides_out = int(re.search(r"\| rides in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    # nothing lost across five re-deploys: every event rides passed on reached ws and the client
+    assert ws_in == rides_out
     assert seen["count"] == ws_out
     assert "dropped" not in stats.split("| ws ")[1].split("|")[0]
 

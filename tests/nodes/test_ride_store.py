@@ -1,0 +1,166 @@
+"""The ``ride_store`` node and RideDB on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from les02_flow.events import Event, make_event
+from les02_flow.node import Context
+from les02_flow.nodes.rides.store import RideDB, RideStore, RideStoreConfig
+
+T0 = 1_737_000_000.0
+
+
+def make_node(path: Path, **config: Any) -> RideStore:
+    return RideStore(
+        "store",
+        RideStoreConfig(path=str(path), **config),
+        Context("store", logging.getLogger("test.ride_store")),
+    )
+
+
+def ride_events(ride_id: str, start: float, source: str = "les02") -> list[Event]:
+    """Samples from start-2 s to start+4 s (both channels), a ride from start to start+2 s."""
+    out: list[Event] = []
+    for k in range(1500):
+        t = start - 2.0 + k * 0.004
+        pos = 100 + round(min(max(t - start, 0.0), 2.0) * 500)
+        for ch, off in (("master", 0), ("slave", 2)):
+            out.append(
+                make_event("position_sample", t, {"channel": ch, "position_raw": pos + off}, source)
+            )
+        if k == 625:
+            out.append(
+                make_event(
+                    "ride_start",
+                    t,
+                    {
+                        "ride_id": ride_id,
+                        "channel": "master",
+                        "position_raw": 100,
+                        "position_mm": 100.0,
+                        "direction": "up",
+                        "start_ts": start,
+                    },
+                    source,
+                )
+            )
+    out.append(
+        make_event(
+            "ride_end",
+            start + 4.0,
+            {
+                "ride_id": ride_id,
+                "start_ts": start,
+                "end_ts": start + 2.0,
+                "duration_s": 2.0,
+                "start_position_raw": 100,
+                "start_position_mm": 100.0,
+                "end_position_raw": 1100,
+                "end_position_mm": 1100.0,
+                "distance_raw": 1000,
+                "distance_mm": 1000.0,
+                "direction": "up",
+                "max_speed_mm_s": 500.0,
+                "samples": 500,
+            },
+            source,
+        )
+    )
+    return out
+
+
+async def run_node(node: RideStore, events: list[Event]) -> None:
+    await node.start()
+    try:
+        for e in events:
+            node.consume(e)
+    finally:
+        await node.stop()
+
+
+def test_rides_are_stored_once_with_their_samples(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "rides.sqlite"  # the directory is created
+    events = ride_events("ride-a", T0 + 10.0) + ride_events("ride-b", T0 + 30.0)
+    node = make_node(path, margin=0.5)
+    asyncio.run(run_node(node, events + events))  # the same session twice
+    assert node.counters.extra == {"rides_saved": 2, "duplicates": 2}
+    assert node.counters.errors == 0
+    db = RideDB.open_readonly(path)
+    try:
+        rides = db.rides()
+        assert [r["ride_id"] for r in rides] == ["ride-a", "ride-b"]
+        assert rides[0]["channel"] == "master" and rides[0]["source"] == "les02"
+        assert rides[0]["distance_raw"] == 1000 and rides[0]["direction"] == "up"
+        samples = db.samples("ride-a")
+        assert {ch for _, ch, _ in samples} == {"master", "slave"}
+        ts = [t for t, _, _ in samples]
+        assert min(ts) >= T0 + 10.0 - 0.5 and max(ts) <= T0 + 12.0 + 0.5
+        assert min(ts) < T0 + 9.6 and max(ts) > T0 + 12.4  # the margin is there
+        assert len(samples) == len(set(samples))
+        assert [r["ride_id"] for r in db.rides(since=T0 + 20.0)] == ["ride-b"]
+        assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+    # a second node on the same database (a replay) adds nothing
+    again = make_node(path)
+    asyncio.run(run_node(again, events))
+    assert again.counters.extra == {"duplicates": 2}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM rides").fetchone()[0] == 2
+
+
+def test_unwritable_database_is_an_error_and_the_node_keeps_going(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    node = make_node(blocker / "rides.sqlite")
+    events = ride_events("ride-a", T0 + 10.0) + ride_events("ride-b", T0 + 30.0)
+    asyncio.run(run_node(node, events))  # start does not raise, consume never raises
+    assert node.counters.extra.get("write_errors") == 2
+    assert node.counters.errors == 2 and node.counters.dropped == 2
+    assert "rides_saved" not in node.counters.extra
+
+
+def test_locked_database_fails_the_ride_and_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "rides.sqlite"
+    RideDB.open(path).close()
+    node = make_node(path, busy_timeout=0.05)
+
+    async def main() -> None:
+        await node.start()
+        try:
+            locker = sqlite3.connect(path, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            for e in ride_events("ride-a", T0 + 10.0):
+                node.consume(e)
+            for _ in range(400):
+                if node.counters.extra.get("write_errors"):
+                    break
+                await asyncio.sleep(0.01)
+            locker.execute("ROLLBACK")
+            locker.close()
+            for e in ride_events("ride-b", T0 + 30.0):
+                node.consume(e)
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+    assert node.counters.extra.get("write_errors") == 1
+    assert node.counters.extra.get("rides_saved") == 1
+    db = RideDB.open_readonly(path)
+    try:
+        assert [r["ride_id"] for r in db.rides()] == ["ride-b"]
+    finally:
+        db.close()
+
+
+def test_malformed_ride_end_is_counted_not_fatal(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "r.sqlite")
+    bad = make_event("ride_end", T0, {"ride_id": "x", "start_ts": T0, "end_ts": T0 + 1})
+    asyncio.run(run_node(node, [bad, *ride_events("ok", T0 + 5.0)]))
+    assert node.counters.extra.get("write_errors") == 1
+    assert node.counters.extra.get("rides_saved") == 1
