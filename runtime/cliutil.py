@@ -142,8 +142,13 @@ async def _reloader(engine: Engine, reload: Reload, trigger: asyncio.Event) -> N
             log.exception("flow re-deploy failed: %s", exc)
 
 
-async def serve(flow: CompiledFlow, stats_interval: float, reload: Reload | None = None) -> int:
-    """Run a flow until SIGINT/SIGTERM or until every source finished.
+async def serve(
+    flow: CompiledFlow,
+    stats_interval: float,
+    reload: Reload | None = None,
+    duration: float | None = None,
+) -> int:
+    """Run a flow until SIGINT/SIGTERM, until every source finished, or for ``duration`` s.
 
     With ``reload``, SIGHUP re-reads the flow file and applies it as a diff; with
     ``reload.watch`` a change of the file does the same.
@@ -185,10 +190,20 @@ async def serve(flow: CompiledFlow, stats_interval: float, reload: Reload | None
             helpers.append(asyncio.create_task(_watch(reload, trigger)))
             log.info("watching %s for changes (SIGHUP also re-deploys)", reload.path)
     log.info("flow '%s' running", flow.name)
+    timer = None
+    if duration:
+
+        def on_duration() -> None:
+            log.info("flow '%s': %g s elapsed (duration), stopping", flow.name, duration)
+            engine.request_stop()
+
+        timer = loop.call_later(duration, on_duration)
     try:
         why = await engine.wait()
         log.info("flow '%s': %s, stopping", flow.name, why)
     finally:
+        if timer is not None:
+            timer.cancel()
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
@@ -208,9 +223,14 @@ def compile_data(data: dict[str, Any], path: str) -> CompiledFlow | None:
         return None
 
 
-def run_flow(flow: CompiledFlow, stats_interval: float, reload: Reload | None = None) -> int:
+def run_flow(
+    flow: CompiledFlow,
+    stats_interval: float,
+    reload: Reload | None = None,
+    duration: float | None = None,
+) -> int:
     """Run a compiled flow to its end (signals, stats, exit code)."""
-    return asyncio.run(serve(flow, stats_interval, reload))
+    return asyncio.run(serve(flow, stats_interval, reload, duration))
 
 
 def positive_float(text: str) -> float:

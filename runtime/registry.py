@@ -32,6 +32,8 @@ BUILTIN_NODES: tuple[str, ...] = (
     "les02_flow.nodes.ws.sink:WsSink",
     "les02_flow.nodes.debug:Debug",
     # -- recording (issue 3) --
+    "les02_flow.nodes.recording.file_recorder:FileRecorder",
+    "les02_flow.nodes.recording.replay_source:ReplaySource",
     # -- ecuconnect (issue 4) --
     # -- rides (issue 5) --
     "les02_flow.nodes.rides.detect:RideDetect",

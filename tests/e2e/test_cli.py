@@ -24,6 +24,8 @@ BUILTINS = (
     "debug",
     "ride_detect",
     "ride_store",
+    "file_recorder",
+    "replay_source",
 )
 
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the default flow writes files; tests keep the repository clean
-NO_FILES = ("--set", "store.disabled=true")
+NO_FILES = ("--set", "store.disabled=true", "--set", "recorder.disabled=true")
 
 
 async def connect_retry(url: str, deadline: float) -> Any:
@@ -160,6 +160,7 @@ def test_a_node_that_cannot_start_fails_the_run(cli_cmd: list[str], free_port: i
                 f"ws.port={free_port}",
                 "--set",
                 "ws.host=127.0.0.1",
+                *NO_FILES,
             ],
             cwd=ROOT,
             capture_output=True,

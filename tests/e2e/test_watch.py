@@ -72,6 +72,10 @@ def test_live_edits_keep_clients_and_apply_diffs(
                 f"ws.port={free_port}",
                 "--set",
                 "ws.host=127.0.0.1",
+                "--set",
+                f"store.path={tmp_path}/rides.sqlite",
+                "--set",
+                f"recorder.path={tmp_path}/rec.log",
                 "--stats-interval",
                 "0",
                 cwd=ROOT,
@@ -117,7 +121,7 @@ def test_live_edits_keep_clients_and_apply_diffs(
             mark = len(proc.lines)
             edit(original)
             line = await proc.wait_for("flow re-deployed", mark)
-            assert "kept 7, added 0, removed 0, restarted 0, rewired 0" in line, line
+            assert "kept 8, added 0, removed 0, restarted 0, rewired 0" in line, line
             before = seen["count"]
             async with asyncio.timeout(10):
                 while seen["count"] < before + 50:
@@ -141,6 +145,14 @@ def test_live_edits_keep_clients_and_apply_diffs(
     assert ws_in == rides_out
     assert seen["count"] == ws_out
     assert "dropped" not in stats.split("| ws ")[1].split("|")[0]
+    # the recorder stayed through every edit: one file, every frame the bus delivered
+    bus_out = int(re.search(r"\| bus out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    recordings = list(tmp_path.glob("rec*.log"))
+    assert len(recordings) == 1, recordings
+    lines = recordings[0].read_text().splitlines()
+    assert len(lines) == bus_out
+    stamps = [float(line.split(")")[0].lstrip("(")) for line in lines]
+    assert stamps == sorted(stamps)
 
 
 def test_sighup_redeploys_without_watch(cli_cmd: list[str], free_port: int, tmp_path: Path) -> None:
@@ -155,6 +167,10 @@ def test_sighup_redeploys_without_watch(cli_cmd: list[str], free_port: int, tmp_
                 str(flow),
                 "--set",
                 f"ws.port={free_port}",
+                "--set",
+                "store.disabled=true",
+                "--set",
+                "recorder.disabled=true",
                 "--stats-interval",
                 "0",
                 cwd=ROOT,

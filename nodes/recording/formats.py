@@ -1,0 +1,581 @@
+"""Recording formats: which file suffix means what, opening writers, and tolerant readers.
+
+Plain Python (blocking file I/O, no asyncio, no Rx): the nodes call these from their own
+threads. Frames go through python-can's writer/reader classes (``CanutilsLogWriter`` for
+``.log``, ``ASCWriter``, ``BLFWriter``, ``CSVWriter``, ``TRCWriter``, ``SqliteWriter`` and the
+matching readers); events (``.jsonl``) are one :func:`~les02_flow.events.encode_event` line each.
+
+What each format keeps (python-can 4.6):
+
+========== ====== ======= ========= =====================================================
+suffix     gzip   CAN FD  remote    timestamps
+========== ====== ======= ========= =====================================================
+``.log``   yes    yes     yes [1]_  1 µs (candump ``-L``)
+``.asc``   yes    yes     yes       1 µs spacing; the absolute start is kept to 1 ms
+``.blf``   no     yes     yes       exact to 1 ns
+``.csv``   yes    no [2]_ yes       exact (``repr`` of the float)
+``.trc``   yes    no [3]_ no [3]_   1 µs (TRC 2.1)
+``.db``    no     no [2]_ yes       exact (SQLite)
+``.jsonl`` yes    --      --        events: exact (JSON float)
+========== ====== ======= ========= =====================================================
+
+.. [1] the DLC of a remote frame is not kept by python-can's ``.log`` writer.
+.. [2] the data is kept, the FD/BRS/ESI flags are not.
+.. [3] python-can's TRC writer cannot write such frames; the recorder counts them as
+   ``unsupported`` and skips them.
+
+Reading is tolerant: :class:`RecordingReader` reports a corrupt line (text formats) with file
+and line number, counts it and goes on with the next line; an unterminated last line (a write
+torn by ``kill -9``) is reported and skipped; a corrupt binary record (``.blf``, ``.db``) or a
+truncated ``.gz`` stream is reported with its byte offset and ends that file (the rest cannot be
+resynchronised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Final
+
+import can
+from can.io.generic import MessageReader, MessageWriter
+
+from les02_flow.events import Event, encode_event
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "FrameFileWriter",
+    "Problem",
+    "RecordingReader",
+    "detect_format",
+    "open_writer",
+    "supported_suffixes",
+]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One recording format, chosen by the file suffix."""
+
+    suffix: str  #: the full suffix, e.g. ``.log.gz``
+    base: str  #: the suffix without ``.gz``
+    compressed: bool
+    events: bool  #: True for ``.jsonl`` (event envelopes), False for frames
+    text: bool  #: line-based text format
+    fd: bool  #: keeps the CAN FD flags
+    writer: Callable[..., MessageWriter] | None
+    reader: Callable[..., MessageReader] | None
+
+    @property
+    def kind(self) -> str:
+        """``event`` or ``frame``: what the file holds."""
+        return "event" if self.events else "frame"
+
+
+def _fmt(
+    base: str,
+    *,
+    text: bool,
+    fd: bool,
+    writer: Callable[..., MessageWriter] | None,
+    reader: Callable[..., MessageReader] | None,
+    gz: bool,
+    events: bool = False,
+) -> list[Format]:
+    out = [Format(base, base, False, events, text, fd, writer, reader)]
+    if gz:
+        out.append(Format(base + ".gz", base, True, events, text, fd, writer, reader))
+    return out
+
+
+FORMATS: Final[dict[str, Format]] = {
+    f.suffix: f
+    for f in [
+        *_fmt(
+            ".log", text=True, fd=True, writer=can.CanutilsLogWriter,
+            reader=can.CanutilsLogReader, gz=True,
+        ),
+        *_fmt(".asc", text=True, fd=True, writer=can.ASCWriter, reader=can.ASCReader, gz=True),
+        *_fmt(".blf", text=False, fd=True, writer=can.BLFWriter, reader=can.BLFReader, gz=False),
+        *_fmt(".csv", text=True, fd=False, writer=can.CSVWriter, reader=can.CSVReader, gz=True),
+        *_fmt(".trc", text=True, fd=False, writer=can.TRCWriter, reader=can.TRCReader, gz=True),
+        *_fmt(".db", text=False, fd=False, writer=can.SqliteWriter, reader=can.SqliteReader,
+              gz=False),
+        *_fmt(".jsonl", text=True, fd=False, writer=None, reader=None, gz=True, events=True),
+    ]
+}  # fmt: skip
+
+
+def supported_suffixes() -> list[str]:
+    """Every suffix :func:`detect_format` accepts, e.g. ``['.log', '.log.gz', ...]``."""
+    return list(FORMATS)
+
+
+def detect_format(path: str) -> Format:
+    """The format of ``path`` (or of a path template) by its suffix; ``ValueError`` otherwise.
+
+    >>> detect_format("recordings/les02-{start:%Y%m%d-%H%M%S}.log.gz").suffix
+    '.log.gz'
+    >>> detect_format("x.blf.gz")
+    Traceback (most recent call last):
+    ValueError: unsupported recording format '.blf.gz' in 'x.blf.gz': python-can cannot gzip .blf; use .blf
+    >>> detect_format("x.mp3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: unknown recording format in 'x.mp3': the name must end in one of .log, ...
+    """  # noqa: E501
+    name = os.path.basename(path).lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FORMATS[suffix]
+    for base in (".blf", ".db"):
+        if name.endswith(base + ".gz"):
+            raise ValueError(
+                f"unsupported recording format '{base}.gz' in '{path}': "
+                f"python-can cannot gzip {base}; use {base}"
+            )
+    raise ValueError(
+        f"unknown recording format in '{path}': the name must end in one of {', '.join(FORMATS)}"
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A corrupt line or record: printed as ``FILE:line N: message`` or ``FILE:offset N: ...``."""
+
+    path: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.where}: {self.message}"
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class FrameFileWriter:
+    """One open recording file (frames through python-can, or ``.jsonl`` events).
+
+    Calling rules: use from one thread; ``write`` a batch, then ``flush`` (pushes everything
+    written so far to the operating system, so it survives ``kill -9``; BLF gets a container
+    per flush); ``close`` once (finalises the file: BLF header, ASC end marker, SQLite commit).
+    The file is created exclusively: an existing file is never overwritten
+    (``FileExistsError``).
+    """
+
+    def __init__(self, path: str, fmt: Format, *, flush_interval: float = 1.0) -> None:
+        self.path = path
+        self.fmt = fmt
+        #: frames the format cannot hold (e.g. CAN FD in .trc), skipped
+        self.unsupported = 0
+        self._raw: IO[bytes] | None = None
+        self._text: IO[str] | None = None
+        self._writer: MessageWriter | None = None
+        self._gz: Any = None
+        if fmt.base == ".db":
+            # SqliteWriter creates the file itself; refuse to append to an existing database
+            if os.path.exists(path):
+                raise FileExistsError(17, "File exists", path)
+            writer = can.SqliteWriter(path)
+            writer.MAX_TIME_BETWEEN_WRITES = max(0.05, flush_interval)
+            self._writer = writer
+            return
+        raw: IO[bytes] = open(path, "xb")  # noqa: SIM115 -- closed in close()
+        self._raw = raw
+        try:
+            stream: Any = raw
+            if fmt.compressed:
+                stream = gzip.GzipFile(filename=path, mode="wb", fileobj=raw)
+            if fmt.text:
+                self._text = io.TextIOWrapper(stream, encoding="utf-8")
+                if fmt.writer is not None:
+                    self._writer = fmt.writer(file=self._text)
+            else:
+                assert fmt.writer is not None
+                self._writer = fmt.writer(file=stream)
+        except BaseException:
+            raw.close()
+            raise
+        self._gz = stream if fmt.compressed else None
+
+    def write(self, batch: list[Any]) -> int:
+        """Write frames (or events for ``.jsonl``); returns how many were written."""
+        if self.fmt.events:
+            assert self._text is not None
+            self._text.write("".join([encode_event(e) + "\n" for e in batch]))
+            return len(batch)
+        writer = self._writer
+        assert writer is not None
+        write = writer.on_message_received
+        if self.fmt.base == ".trc":
+            n = 0
+            for msg in batch:
+                if msg.is_fd or msg.is_remote_frame:
+                    self.unsupported += 1
+                    continue
+                write(msg)
+                n += 1
+            return n
+        for msg in batch:
+            write(msg)
+        return len(batch)
+
+    def _drain_sqlite(self) -> None:
+        """Wait until python-can's SqliteWriter thread has taken every queued frame.
+
+        Its ``stop()`` writes at most one more chunk and drops the rest of its queue
+        (python-can 4.6), so the queue must be empty before ``stop()``.
+        """
+        writer = self._writer
+        buffer = getattr(writer, "buffer", None)
+        thread = getattr(writer, "_writer_thread", None)
+        if buffer is None or thread is None:
+            return
+        while not buffer.empty() and thread.is_alive():
+            time.sleep(0.002)
+
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
+        if self.fmt.base == ".db":
+            self._drain_sqlite()
+        blf_flush = getattr(self._writer, "_flush", None) if self.fmt.base == ".blf" else None
+        if callable(blf_flush):
+            blf_flush()  # write the pending BLF container (python-can buffers up to 128 KiB)
+        if self._text is not None:
+            self._text.flush()
+        if self._gz is not None:
+            self._gz.flush()
+        if self._raw is not None:
+            self._raw.flush()
+
+    def size(self) -> int:
+        """Bytes in the file on disk (after the last flush)."""
+        try:
+            if self._raw is not None and not self._raw.closed:
+                return os.fstat(self._raw.fileno()).st_size
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0
+
+    def close(self) -> None:
+        """Finalise and close (idempotent)."""
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                if self.fmt.base == ".db":
+                    self._writer = writer
+                    self._drain_sqlite()
+                    self._writer = None
+                writer.stop()  # closes self._text / the gzip stream where it owns them
+            if self._text is not None and not self._text.closed:
+                self._text.close()
+            if self._gz is not None and not self._gz.closed:
+                self._gz.close()
+        finally:
+            if self._raw is not None and not self._raw.closed:
+                self._raw.close()
+
+
+def open_writer(path: str, fmt: Format, flush_interval: float = 1.0) -> FrameFileWriter:
+    """Create ``path`` exclusively and return its writer (``OSError`` on failure)."""
+    return FrameFileWriter(path, fmt, flush_interval=flush_interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+#: lines kept from the start of a text file to re-read the header after a corrupt line
+_HEADER_LIMIT = 2000
+
+
+class _Lines:
+    """The line iterator a python-can text reader iterates in place of its file.
+
+    Counts line numbers, refuses an unterminated last line (reported as torn), keeps the lines
+    before the first message so a fresh reader can re-read the header after a corrupt line.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.lineno = 0
+        self.torn: tuple[int, str] | None = None
+        self.broken: BaseException | None = None
+        self.captured: list[str] | None = []
+        self._replay: list[str] = []
+        self.closed = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self._replay:
+            return self._replay.pop()
+        try:
+            line = self._stream.readline()
+        except (EOFError, OSError, ValueError) as exc:  # truncated/corrupt gzip, bad fd
+            self.broken = exc
+            raise StopIteration from None
+        if not line:
+            raise StopIteration
+        if not line.endswith("\n"):
+            if line.strip():
+                self.torn = (self.lineno + 1, line)
+            raise StopIteration
+        self.lineno += 1
+        captured = self.captured
+        if captured is not None:
+            if len(captured) < _HEADER_LIMIT:
+                captured.append(line)
+            else:
+                self.captured = None
+        return line
+
+    def header(self) -> list[str]:
+        """The lines before the current one, if still known (stops capturing)."""
+        captured, self.captured = self.captured, None
+        return captured[:-1] if captured else []
+
+    def replay(self, lines: list[str]) -> None:
+        """Return ``lines`` (in order) before reading on."""
+        self._replay = list(reversed(lines))
+
+    # python-can readers close their file at the end; the owner closes the real stream
+    def close(self) -> None:
+        pass
+
+    def readline(self) -> str:
+        try:
+            return next(self)
+        except StopIteration:
+            return ""
+
+
+class RecordingReader:
+    """Iterate the frames (or, for ``.jsonl``, the events) of one recording, tolerantly.
+
+    Calling rules: one iteration per instance, from one thread; ``on_problem`` is called (in
+    that thread) for each corrupt line/record, which is then skipped; :attr:`problems` counts
+    them. :meth:`fraction` is how much of the file has been read (0..1, by bytes), for progress
+    reports. :meth:`close` may be called to stop early.
+
+    ``OSError``/``ValueError`` from the constructor mean the file cannot be read at all
+    (missing, unknown suffix, not a BLF file, ...).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        on_problem: Callable[[Problem], None] | None = None,
+        fmt: Format | None = None,
+    ) -> None:
+        self.path = path
+        self.fmt = fmt or detect_format(path)
+        self.problems = 0
+        self._on_problem = on_problem
+        self._raw: IO[bytes] | None = None
+        self._text: IO[str] | None = None
+        self._total = 0
+        self._rows_read = 0
+        self._rows_total = 0
+        self._sqlite: can.SqliteReader | None = None
+        self._binary_reader: MessageReader | None = None
+        if self.fmt.base == ".db":
+            if not os.path.isfile(path):
+                raise FileNotFoundError(2, "No such file or directory", path)
+            self._sqlite = can.SqliteReader(path)
+            try:
+                self._rows_total = len(self._sqlite)
+            except Exception as exc:  # not a database, no messages table
+                self._sqlite.stop()
+                raise ValueError(f"{path}: not a python-can SQLite recording: {exc}") from exc
+            return
+        raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 -- closed in close()
+        self._raw = raw
+        try:
+            self._total = os.fstat(raw.fileno()).st_size
+            stream: Any = raw
+            if self.fmt.compressed:
+                stream = gzip.GzipFile(filename=path, mode="rb", fileobj=raw)
+            if self.fmt.text:
+                self._text = io.TextIOWrapper(
+                    stream,
+                    encoding="utf-8",
+                    errors="replace",
+                    newline=None,
+                )
+            else:
+                assert self.fmt.reader is not None
+                self._binary_reader = self.fmt.reader(file=stream)
+        except OSError:
+            raw.close()
+            raise
+        except Exception as exc:  # e.g. BLFParseError: not a BLF file
+            raw.close()
+            raise ValueError(f"{path}: not a {self.fmt.base} recording: {exc}") from exc
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def fraction(self) -> float:
+        """Share of the file read so far (0..1)."""
+        if self._sqlite is not None:
+            return min(1.0, self._rows_read / self._rows_total) if self._rows_total else 1.0
+        raw = self._raw
+        if raw is None or raw.closed or not self._total:
+            return 1.0
+        try:
+            return min(1.0, raw.tell() / self._total)
+        except (OSError, ValueError):
+            return 1.0
+
+    def close(self) -> None:
+        """Release the file (idempotent)."""
+        if self._sqlite is not None:
+            self._sqlite.stop()
+        if self._text is not None and not self._text.closed:
+            with contextlib.suppress(Exception):
+                self._text.close()
+        if self._raw is not None and not self._raw.closed:
+            self._raw.close()
+
+    # -- iteration -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            if self.fmt.events:
+                yield from self._iter_events()
+            elif self._sqlite is not None:
+                yield from self._iter_sqlite()
+            elif self.fmt.text:
+                yield from self._iter_text()
+            else:
+                yield from self._iter_binary()
+        finally:
+            self.close()
+
+    def _problem(self, where: str, message: str) -> None:
+        self.problems += 1
+        if self._on_problem is not None:
+            self._on_problem(Problem(self.path, where, message))
+
+    def _finish_lines(self, lines: _Lines) -> None:
+        if lines.torn is not None:
+            n, text = lines.torn
+            self._problem(
+                f"line {n}",
+                f"unterminated last line (torn write?) skipped: {_clip(text)}",
+            )
+        if lines.broken is not None:
+            self._problem(
+                f"line {lines.lineno + 1}",
+                f"compressed data ends early or is corrupt ({lines.broken}); "
+                "the rest of the file is lost",
+            )
+
+    def _iter_text(self) -> Iterator[can.Message]:
+        assert self._text is not None and self.fmt.reader is not None
+        lines = _Lines(self._text)
+        kwargs: dict[str, Any] = {}
+        if self.fmt.base == ".asc":
+            kwargs["relative_timestamp"] = False  # absolute times, as recorded
+        header: list[str] | None = None
+        last_error_line = -1
+        while True:
+            reader = self.fmt.reader(file=lines, **kwargs)
+            try:
+                for msg in reader:
+                    if header is None:
+                        header = lines.header()
+                    yield msg
+                break
+            except Exception as exc:
+                bad = lines.lineno
+                if header is None:
+                    header = lines.header()
+                if bad == last_error_line:  # the header itself fails: nothing more to read
+                    self._problem(f"line {bad}", f"cannot read on: {type(exc).__name__}: {exc}")
+                    break
+                last_error_line = bad
+                self._problem(f"line {bad}", f"corrupt line skipped ({type(exc).__name__}: {exc})")
+                lines.replay(header)
+        self._finish_lines(lines)
+
+    def _iter_binary(self) -> Iterator[can.Message]:
+        try:
+            assert self._binary_reader is not None
+            yield from self._binary_reader
+            expected = getattr(self._binary_reader, "file_size", 0)
+            if isinstance(expected, int) and expected > self._total > 0:
+                self._problem(
+                    f"offset {self._total}",
+                    f"file is truncated: its header says {expected} bytes, it has "
+                    f"{self._total}; the frames of the cut-off record are lost",
+                )
+        except Exception as exc:
+            offset = "?"
+            try:
+                if self._raw is not None:
+                    offset = str(self._raw.tell())
+            except (OSError, ValueError):
+                pass
+            self._problem(
+                f"offset {offset}",
+                f"corrupt or truncated record ({type(exc).__name__}: {exc}); "
+                "the rest of the file is skipped",
+            )
+
+    def _iter_sqlite(self) -> Iterator[can.Message]:
+        assert self._sqlite is not None
+        try:
+            for msg in self._sqlite:
+                self._rows_read += 1
+                yield msg
+        except Exception as exc:
+            self._problem(
+                f"row {self._rows_read + 1}",
+                f"cannot read on ({type(exc).__name__}: {exc})",
+            )
+
+    def _iter_events(self) -> Iterator[Event]:
+        assert self._text is not None
+        lines = _Lines(self._text)
+        lines.captured = None
+        loads = json.loads
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = loads(line)
+            except ValueError as exc:
+                self._problem(f"line {lines.lineno}", f"not JSON, skipped: {exc}")
+                continue
+            reason = _event_problem(event)
+            if reason:
+                self._problem(f"line {lines.lineno}", f"{reason}, skipped: {_clip(line)}")
+                continue
+            yield event
+        self._finish_lines(lines)
+
+
+def _event_problem(event: Any) -> str:
+    if not isinstance(event, dict):
+        return "not an event envelope (a JSON object)"
+    if not isinstance(event.get("type"), str):
+        return "event has no string 'type'"
+    ts = event.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return "event has no numeric 'ts'"
+    return ""
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    text = text.rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

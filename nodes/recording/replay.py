@@ -1,0 +1,250 @@
+"""Replay's plain logic: the timeline (pacing offsets), offsets window, id filter, reading
+passes in batches, and the progress line.
+
+No asyncio, no Rx. The ``replay_source`` node runs :func:`read_batches` in a reader thread
+and emits each item when its offset is due against the loop's monotonic clock.
+
+Timeline
+    Every item gets an offset ``v`` (seconds from the start of the replay) from the recorded
+    timestamps only, never from how long sleeps took, so pacing cannot drift: an item is due at
+    ``t0 + v / speed``. ``v`` grows by each recorded gap; a gap longer than ``max_gap`` counts
+    as ``max_gap``; a negative gap (timestamps going backwards) and the step from the last item
+    of one loop pass to the first of the next count as 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import can
+
+from les02_flow.nodes.recording.formats import Problem, RecordingReader
+
+__all__ = [
+    "Batch",
+    "FrameFilter",
+    "Timeline",
+    "Window",
+    "format_duration",
+    "format_progress",
+    "item_timestamp",
+    "read_batches",
+]
+
+
+class Timeline:
+    """Offsets of recorded items from the start of the replay (pure, see the module doc).
+
+    >>> tl = Timeline(max_gap=5.0)
+    >>> [tl.offset(ts) for ts in (100.0, 100.5, 101.0, 130.0, 130.25)]
+    [0.0, 0.5, 1.0, 6.0, 6.25]
+    >>> tl.new_pass(); tl.offset(100.0), tl.offset(100.5)
+    (6.25, 6.75)
+    """
+
+    def __init__(self, max_gap: float | None = None) -> None:
+        self.max_gap = max_gap
+        self._seg_ts: float | None = None  # recorded time where the current segment starts
+        self._seg_v = 0.0  # offset of the segment start
+        self._prev_ts = 0.0
+        self._prev_v = 0.0
+
+    def new_pass(self) -> None:
+        """The next item starts a new loop pass (no gap before it)."""
+        if self._seg_ts is not None:
+            self._seg_ts = None
+            self._seg_v = self._prev_v
+
+    def offset(self, ts: float) -> float:
+        """The offset of the next item, recorded at ``ts`` (items in file order)."""
+        if self._seg_ts is None:
+            self._seg_ts = ts
+        else:
+            gap = ts - self._prev_ts
+            if gap < 0 or (self.max_gap is not None and gap > self.max_gap):
+                # start a new segment so the offsets stay exact differences of timestamps
+                self._seg_v = self._prev_v + (0.0 if gap < 0 else self.max_gap or 0.0)
+                self._seg_ts = ts
+        v = self._seg_v + (ts - self._seg_ts)
+        self._prev_ts = ts
+        self._prev_v = v
+        return v
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which items of a pass to replay: ``start``/``end`` in seconds from the first item.
+
+    >>> w = Window(start=1.0, end=2.0)
+    >>> [w.classify(t, first=10.0) for t in (10.5, 11.0, 12.0, 12.01)]
+    ['skip', 'take', 'take', 'end']
+    """
+
+    start: float = 0.0
+    end: float | None = None
+
+    def classify(self, ts: float, first: float) -> str:
+        rel = ts - first
+        if self.end is not None and rel > self.end:
+            return "end"
+        return "skip" if rel < self.start else "take"
+
+
+class FrameFilter:
+    """Which frames pass: ids listed in ``ids``, or matching one ``(can_id, can_mask,
+    extended)`` filter (``extended`` None = either); everything when both are empty.
+
+    >>> f = FrameFilter(ids=[0x80], filters=[(0x30, 0x7FE, False)])
+    >>> [f.accepts(can.Message(arbitration_id=i, is_extended_id=False))
+    ...  for i in (0x80, 0x81, 0x30, 0x31, 0x20)]
+    [True, False, True, True, False]
+    """
+
+    def __init__(
+        self,
+        ids: Iterable[int] = (),
+        filters: Sequence[tuple[int, int, bool | None]] = (),
+    ) -> None:
+        self.ids = frozenset(ids)
+        self.filters = tuple(filters)
+        self.everything = not self.ids and not self.filters
+
+    def accepts(self, msg: can.Message) -> bool:
+        if self.everything:
+            return True
+        can_id = msg.arbitration_id
+        if can_id in self.ids:
+            return True
+        for fid, mask, extended in self.filters:
+            if (can_id & mask) == (fid & mask) and (
+                extended is None or extended == msg.is_extended_id
+            ):
+                return True
+        return False
+
+
+def item_timestamp(item: Any) -> float:
+    """The recorded time of a frame or an event envelope."""
+    if isinstance(item, can.Message):
+        return float(item.timestamp)
+    return float(item["ts"])
+
+
+@dataclass
+class Batch:
+    """Items handed from the reader to the loop: ``(offset, item)`` pairs, in order."""
+
+    items: list[tuple[float, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    pass_index: int = 0  #: loop pass of the last item (0-based)
+    fraction: float = 0.0  #: share of the current pass's file read
+    end: bool = False  #: nothing follows this batch
+
+
+def read_batches(
+    path: str,
+    *,
+    loops: int | None = 1,
+    timeline: Timeline | None = None,
+    window: Window | None = None,
+    accept: Callable[[Any], bool] | None = None,
+    batch_size: int = 1000,
+    stopped: Callable[[], bool] = lambda: False,
+    on_open: Callable[[RecordingReader], None] | None = None,
+) -> Iterator[Batch]:
+    """Read ``path`` ``loops`` times (``None`` = forever) and yield batches of up to
+    ``batch_size`` paced items; the last batch has ``end=True``.
+
+    Corrupt lines/records land in ``Batch.problems`` (reported once per pass). A pass that
+    yields nothing ends a ``forever`` replay (nothing to loop over). ``stopped`` is polled
+    between items to end early. ``OSError``/``ValueError`` when the file cannot be opened.
+    """
+    timeline = timeline or Timeline()
+    window = window or Window()
+    pass_index = 0
+    batch = Batch()
+    while loops is None or pass_index < loops:
+        problems: list[Problem] = []
+        reader = RecordingReader(path, on_problem=problems.append)
+        if on_open is not None:
+            on_open(reader)
+        if pass_index:
+            timeline.new_pass()
+        first: float | None = None
+        took = 0
+        try:
+            for item in reader:
+                if stopped():
+                    break
+                ts = item_timestamp(item)
+                if first is None:
+                    first = ts
+                verdict = window.classify(ts, first)
+                if verdict == "end":
+                    break
+                if verdict == "skip" or (accept is not None and not accept(item)):
+                    continue
+                batch.items.append((timeline.offset(ts), item))
+                took += 1
+                if problems:
+                    batch.problems.extend(problems)
+                    problems.clear()
+                if len(batch.items) >= batch_size:
+                    batch.pass_index = pass_index
+                    batch.fraction = reader.fraction()
+                    yield batch
+                    batch = Batch()
+        finally:
+            reader.close()
+        batch.problems.extend(problems)
+        batch.pass_index = pass_index
+        batch.fraction = 1.0
+        pass_index += 1
+        if stopped() or (took == 0 and loops is None):
+            break
+    batch.end = True
+    yield batch
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss``; ``-`` when unknown.
+
+    >>> format_duration(75.4), format_duration(3725), format_duration(float("nan"))
+    ('1:15', '1:02:05', '-')
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_progress(
+    frames: int, done: float | None, elapsed: float, *, bar: bool, width: int = 24
+) -> str:
+    """One progress line: frames, percent, rate, ETA (``done`` = 0..1, None = unknown).
+
+    >>> format_progress(50_000, 0.25, 2.0, bar=True, width=8)
+    '[##......]  25.0%  50,000 frames  25,000/s  ETA 0:06'
+    >>> format_progress(50_000, None, 2.0, bar=False)
+    'replayed 50,000 frames, 25,000/s'
+    """
+    rate = frames / elapsed if elapsed > 0 else 0.0
+    if done is None:
+        text = f"{frames:,} frames  {rate:,.0f}/s"
+        return f"[{'?' * width}]  {text}" if bar else f"replayed {frames:,} frames, {rate:,.0f}/s"
+    done = min(max(done, 0.0), 1.0)
+    eta = elapsed * (1.0 - done) / done if done > 0 else math.nan
+    if bar:
+        filled = int(done * width)
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {done * 100:5.1f}%  {frames:,} frames  "
+            f"{rate:,.0f}/s  ETA {format_duration(eta)}"
+        )
+    return (
+        f"replayed {frames:,} frames ({done * 100:.1f}%), {rate:,.0f}/s, ETA {format_duration(eta)}"
+    )

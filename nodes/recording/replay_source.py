@@ -1,0 +1,500 @@
+"""Node ``replay_source``: replay a recording into the flow, paced or as fast as possible.
+
+A thin wrapper: a reader thread runs :func:`~les02_flow.nodes.recording.replay.read_batches`
+(python-can readers block) and hands batches to the loop with ``call_soon_threadsafe``, at most
+:data:`READ_AHEAD` batches ahead; a task on the loop emits each item when it is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
+
+import can
+from pydantic import Field, field_validator, model_validator
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
+from les02_flow.nodes.can_source import CanFilter
+from les02_flow.nodes.recording.formats import Problem, RecordingReader, detect_format
+from les02_flow.nodes.recording.replay import (
+    Batch,
+    FrameFilter,
+    Timeline,
+    Window,
+    format_progress,
+    read_batches,
+)
+
+__all__ = ["READ_AHEAD", "YIELD_EVERY", "ReplaySource", "ReplaySourceConfig"]
+
+#: items per batch handed from the reader thread to the loop
+READ_BATCH = 1000
+#: batches read ahead of what has been emitted
+READ_AHEAD = 8
+#: at speed max (or when behind), items emitted before yielding to the event loop
+YIELD_EVERY = 1000
+#: corrupt lines logged one by one before the log is rate-limited
+_PROBLEMS_LOGGED = 10
+_STOP_TIMEOUT = 2.0
+
+
+class ReplaySourceConfig(NodeConfig):
+    """Config of ``replay_source``."""
+
+    path: str = Field(
+        min_length=1,
+        description="The recording: .log, .asc, .blf, .csv, .trc, .db (frames, port 'out'), "
+        ".jsonl (events, port 'events'), or a .gz of the text formats.",
+    )
+    speed: float | Literal["max"] = Field(
+        default=1.0,
+        description="1 = real time, 2 = twice as fast, 0.5 = half speed, 'max' = as fast as "
+        "possible (the loop still runs other nodes between batches of 1000).",
+    )
+    loop: int | Literal["forever"] = Field(
+        default=1,
+        description="How many times to play the recording (1 or more), or 'forever'.",
+    )
+    max_gap: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest silence replayed, in recorded seconds: longer gaps are shortened "
+        "to this (affects pacing and 'now' timestamps). Unset = keep every gap.",
+    )
+    timestamps: Literal["original", "now"] = Field(
+        default="original",
+        description="'original' keeps the recorded times; 'now' re-stamps each item to the "
+        "replay clock (replay start + its offset / speed; at speed max the recorded spacing "
+        "is kept).",
+    )
+    start: float = Field(
+        default=0.0,
+        ge=0,
+        description="Skip the first seconds of the recording (from its first item).",
+    )
+    end: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop at this many seconds after the first item. Unset = to the end.",
+    )
+    ids: list[int] = Field(
+        default_factory=list,
+        description="Replay only frames with these CAN ids (hex like 0x80 is fine); "
+        "combined with 'filters' (a frame passes if either matches). Empty = all.",
+    )
+    filters: list[CanFilter] = Field(
+        default_factory=list,
+        description="Replay only frames matching one {can_id, can_mask, extended} filter "
+        "(id & can_mask == can_id & can_mask). Empty = all.",
+    )
+    types: list[str] = Field(
+        default_factory=list,
+        description="For .jsonl recordings: replay only events of these types. Empty = all.",
+    )
+    progress: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds between progress reports (frames, percent, rate, ETA): a bar on "
+        "stderr when it is a terminal, log lines otherwise. 0 = off.",
+    )
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _hex_ids(cls, value: object) -> object:
+        if isinstance(value, list):
+            out: list[object] = []
+            for v in value:
+                if isinstance(v, str):
+                    try:
+                        v = int(v.strip(), 0)
+                    except ValueError:
+                        raise ValueError(f"not a CAN id: {v!r} (use e.g. 128 or 0x80)") from None
+                out.append(v)
+            return out
+        return value
+
+    @field_validator("ids")
+    @classmethod
+    def _id_range(cls, value: list[int]) -> list[int]:
+        for v in value:
+            if not 0 <= v <= 0x1FFFFFFF:
+                raise ValueError(f"CAN id out of range: {v} (0..0x1FFFFFFF)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        detect_format(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplaySourceConfig:
+        if isinstance(self.speed, float | int) and not self.speed > 0:
+            raise ValueError(f"speed must be > 0 or 'max', got {self.speed}")
+        if isinstance(self.loop, int) and self.loop < 1:
+            raise ValueError(f"loop must be >= 1 or 'forever', got {self.loop}")
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+
+class _Port:
+    """A light hot observable for one output port: emitting calls the subscribers' ``on_next``
+    directly (no Subject lock; the engine subscribes once per port)."""
+
+    def __init__(self) -> None:
+        self.observers: list[abc.ObserverBase[Any]] = []
+        self.completed = False
+
+    def observable(self) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if self.completed:
+                observer.on_completed()
+                return Disposable()
+            self.observers.append(observer)
+
+            def dispose() -> None:
+                if observer in self.observers:
+                    self.observers.remove(observer)
+
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    def on_next(self, value: Any) -> None:
+        for observer in list(self.observers):
+            observer.on_next(value)
+
+    def emitter(self) -> Callable[[Any], None]:
+        """The fastest way to emit to the current subscribers."""
+        if len(self.observers) == 1:
+            return self.observers[0].on_next
+        return self.on_next
+
+    def on_completed(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        observers, self.observers = self.observers, []
+        for observer in observers:
+            observer.on_completed()
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # loop closed
+        return False
+    return True
+
+
+class ReplaySource(Node[ReplaySourceConfig]):
+    """Replay a recording (candump .log, .asc, .blf, .csv, .trc, .db, or .jsonl events).
+
+    Frames come out on ``out``, events of a ``.jsonl`` recording on ``events``; both ports
+    complete at the end, so a flow whose sources are all replays finishes by itself (and
+    ``les02-flow run`` exits 0).
+
+    Pacing is drift-free against the event loop's monotonic clock: each item's due time is
+    computed from the replay start and the recorded timestamps (never by adding up sleeps);
+    everything due is emitted at once. ``speed: max`` emits as fast as the flow takes it,
+    yielding to the loop every 1000 items so sinks and servers keep running. ``max_gap``
+    shortens long silences. ``timestamps: now`` re-stamps to the replay clock.
+
+    ``loop`` replays several times (or ``forever``); ``start``/``end`` cut a window (seconds
+    from the first item); ``ids``/``filters`` select CAN ids; ``types`` selects event types.
+
+    Tolerant reading: a corrupt line (text formats) is reported with file and line number,
+    counted in ``errors`` and ``corrupt``, and skipped; an unterminated last line (a recording
+    cut by ``kill -9``) is reported and skipped; a corrupt binary record (.blf/.db) or a
+    truncated .gz is reported with its offset and ends that pass. A missing or unreadable file
+    fails at start. The file is read in a thread, at most 8 batches of 1000 ahead.
+
+    Counters: ``out`` (by the runtime), ``corrupt``, ``passes`` (loop passes completed).
+    """
+
+    type_name: ClassVar[str] = "replay_source"
+    config_model: ClassVar[type[NodeConfig]] = ReplaySourceConfig
+    input_kind: ClassVar[Kind | None] = None
+    output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME, "events": Kind.EVENT}
+    examples: ClassVar[tuple[str, ...]] = (
+        "bus:\n  type: replay_source\n  path: recordings/session.log\n",
+        "bus:\n  type: replay_source\n  path: recordings/session.blf\n  speed: max\n"
+        "  ids: [0x80, 0x81]\n",
+        "bus:\n  type: replay_source\n  path: recordings/session.asc.gz\n  speed: 2\n"
+        "  loop: forever\n  max_gap: 5\n  timestamps: now\n  start: 60\n  end: 120\n",
+        "events:\n  type: replay_source\n  path: recordings/events.jsonl\n  speed: max\n"
+        "  types: [position_sample]\n",
+    )
+
+    def __init__(self, node_id: str, config: ReplaySourceConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        self._out = _Port()
+        self._events = _Port()
+        self._queue: deque[Batch | BaseException] = deque()
+        self._ready = asyncio.Event()
+        self._slots = threading.BoundedSemaphore(READ_AHEAD)
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._progress_task: asyncio.Task[None] | None = None
+        self._completed = False
+        self._stopped = False
+        self._problem_log = RateLimitedLog(ctx.logger)
+        self._problems = 0
+        #: progress: items emitted, current pass, share of the current pass read
+        self.items = 0
+        self._pass = 0
+        self._fraction = 0.0
+        self._t_start = 0.0
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        return {"out": self._out.observable(), "events": self._events.observable()}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the recording can be read, then start the reader thread and the pacer."""
+        if self._thread is not None or self._stopped:
+            return
+        path = self.config.path
+        try:
+            await asyncio.to_thread(_probe, path)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise NodeStartError(
+                f"replay_source '{self.node_id}': cannot read recording '{path}': {reason}"
+            ) from exc
+        except Exception as exc:
+            raise NodeStartError(
+                f"replay_source '{self.node_id}': cannot read recording '{path}': "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        loop = asyncio.get_running_loop()
+        self._t_start = loop.time()
+        self._thread = threading.Thread(
+            target=self._read, args=(loop,), name=f"replay_source {self.node_id}", daemon=True
+        )
+        self._thread.start()
+        self._pump_task = loop.create_task(self._pump(), name=f"replay_source {self.node_id}")
+        if self.config.progress > 0:
+            self._progress_task = loop.create_task(self._report_progress())
+        cfg = self.config
+        self.log.info(
+            "replay_source '%s': replaying %s (speed %s, loop %s)",
+            self.node_id,
+            path,
+            cfg.speed,
+            cfg.loop,
+        )
+
+    async def stop(self) -> None:
+        """Stop reading and emitting, complete the ports. Idempotent, bounded, never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._halt.set()
+        try:
+            tasks = [t for t in (self._pump_task, self._progress_task) if t is not None]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                with contextlib.suppress(ValueError):
+                    self._slots.release()  # wake a reader waiting for a slot
+                await asyncio.to_thread(thread.join, _STOP_TIMEOUT)
+        except Exception as exc:
+            self.log.warning("replay_source '%s': error while stopping: %s", self.node_id, exc)
+        finally:
+            self._complete()
+
+    # -- reader thread -------------------------------------------------------------------------
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = self.config
+        halt = self._halt
+        accept: Callable[[Any], bool] | None = None
+        if detect_format(cfg.path).events:
+            if cfg.types:
+                wanted = frozenset(cfg.types)
+                accept = lambda e: e.get("type") in wanted  # noqa: E731
+        else:
+            frame_filter = FrameFilter(
+                cfg.ids, [(f.can_id, f.can_mask, f.extended) for f in cfg.filters]
+            )
+            if not frame_filter.everything:
+                accept = frame_filter.accepts
+        try:
+            for batch in read_batches(
+                cfg.path,
+                loops=None if cfg.loop == "forever" else int(cfg.loop),
+                timeline=Timeline(cfg.max_gap),
+                window=Window(cfg.start, cfg.end),
+                accept=accept,
+                batch_size=READ_BATCH,
+                stopped=halt.is_set,
+            ):
+                while not self._slots.acquire(timeout=0.2):
+                    if halt.is_set():
+                        return
+                if halt.is_set() or not _post(loop, self._receive, batch):
+                    return
+                if batch.end:
+                    return
+        except Exception as exc:  # the file became unreadable mid-way
+            _post(loop, self._receive, exc)
+
+    def _receive(self, item: Batch | BaseException) -> None:
+        """Loop side: a batch (or the reader's failure) arrived."""
+        self._queue.append(item)
+        self._ready.set()
+
+    # -- pacing ----------------------------------------------------------------------------------
+
+    async def _next(self) -> Batch | BaseException:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._queue.popleft()
+        if isinstance(item, Batch):
+            with contextlib.suppress(ValueError):
+                self._slots.release()
+        return item
+
+    async def _pump(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        speed = None if cfg.speed == "max" else float(cfg.speed)
+        restamp = cfg.timestamps == "now"
+        t0: float | None = None
+        epoch0 = time.time()
+        since_yield = 0
+        try:
+            while True:
+                batch = await self._next()
+                if isinstance(batch, BaseException):
+                    self.counters.errors += 1
+                    self.log.error(
+                        "replay_source '%s': reading %s failed: %s: %s",
+                        self.node_id,
+                        cfg.path,
+                        type(batch).__name__,
+                        batch,
+                    )
+                    break
+                for problem in batch.problems:
+                    self._report_problem(problem)
+                if t0 is None and batch.items:
+                    # the clock starts with the first item (not with the first read)
+                    t0 = loop.time() - (batch.items[0][0] / speed if speed else 0.0)
+                    epoch0 = time.time()
+                emit_frame = self._out.emitter()
+                emit_event = self._events.emitter()
+                for v, item in batch.items:
+                    if speed is not None and t0 is not None:
+                        delay = t0 + v / speed - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                            since_yield = 0
+                    if since_yield >= YIELD_EVERY:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    since_yield += 1
+                    try:
+                        if isinstance(item, can.Message):
+                            if restamp:
+                                item.timestamp = epoch0 + (v / speed if speed else v)
+                            emit_frame(item)
+                        else:
+                            if restamp:
+                                item["ts"] = epoch0 + (v / speed if speed else v)
+                            emit_event(item)
+                    except Exception as exc:
+                        self.report_error(item, exc)
+                self.items += len(batch.items)
+                if batch.pass_index > self._pass:
+                    self.counters.bump("passes", batch.pass_index - self._pass)
+                self._pass = batch.pass_index
+                self._fraction = batch.fraction
+                if batch.end:
+                    self.counters.bump("passes")
+                    self._pass += 1
+                    self._fraction = 0.0
+                    break
+        finally:
+            if self._problems > _PROBLEMS_LOGGED:
+                self.log.warning(
+                    "replay_source '%s': %d corrupt lines/records skipped in %s",
+                    self.node_id,
+                    self._problems,
+                    cfg.path,
+                )
+            self._halt.set()
+            self._complete()
+
+    def _report_problem(self, problem: Problem) -> None:
+        self._problems += 1
+        self.counters.errors += 1
+        self.counters.bump("corrupt")
+        if self._problems <= _PROBLEMS_LOGGED:
+            self.log.warning("replay_source '%s': %s", self.node_id, problem)
+        else:
+            self._problem_log(logging.WARNING, "replay_source '%s': %s", self.node_id, problem)
+
+    def _complete(self) -> None:
+        if self._completed:
+            return
+        self._completed = True
+        if self._progress_task is not None and not self._progress_task.done():
+            self._progress_task.cancel()
+            self._print_progress(final=True)
+        for subject in (self._out, self._events):
+            try:
+                subject.on_completed()
+            except Exception as exc:
+                self.log.error("replay_source '%s': completing failed: %s", self.node_id, exc)
+
+    # -- progress -------------------------------------------------------------------------------
+
+    def done_fraction(self) -> float | None:
+        """Share of the whole replay done (None for ``loop: forever``)."""
+        if self.config.loop == "forever":
+            return None
+        return min(1.0, (self._pass + self._fraction) / int(self.config.loop))
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.progress)
+            self._print_progress(final=False)
+
+    def _print_progress(self, final: bool) -> None:
+        try:
+            elapsed = asyncio.get_running_loop().time() - self._t_start
+        except RuntimeError:
+            return
+        done = self.done_fraction()
+        tty = sys.stderr.isatty()
+        line = format_progress(self.items, done, elapsed, bar=tty)
+        if tty:
+            sys.stderr.write(f"\r{line}" + ("\n" if final else ""))
+            sys.stderr.flush()
+        else:
+            self.log.info("replay_source '%s': %s", self.node_id, line)
+
+
+def _probe(path: str) -> None:
+    """Open and close the recording (raises when it cannot be read)."""
+    RecordingReader(path).close()

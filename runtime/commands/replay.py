@@ -1,0 +1,220 @@
+"""``les02-flow replay FILE``: print a recording, or run it through a flow.
+
+Without ``--flow`` the recording goes to a ``debug`` node (frames candump-style, events as
+JSON). With ``--flow FLOW`` every ``can_source`` in FLOW becomes a ``replay_source`` of FILE
+with the same id and wires, so the same pipeline runs on recorded data. Because a replay
+replaces the bus, nodes that only *feed* a bus (sources without output ports, e.g.
+``les02_sim``) are disabled, and so are ``file_recorder`` nodes (a replay is not re-recorded)
+unless ``--keep-recorders`` is given. The flow is edited as loaded data before validation, so
+errors still point at FLOW:LINE:COL; ``--set`` applies afterwards (``--set bus.speed=2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from les02_flow.cliutil import (
+    add_command,
+    add_run_options,
+    add_set_option,
+    print_errors,
+    run_flow,
+)
+from les02_flow.compiler import compile_document
+from les02_flow.flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
+from les02_flow.registry import default_registry
+
+__all__ = ["ORDER", "register", "replace_sources", "replay_options"]
+
+ORDER = 31
+
+log = logging.getLogger("les02_flow")
+
+EXAMPLES = """\
+  les02-flow replay session.log                                  print the frames (real time)
+  les02-flow replay session.log --speed max | grep ' 080#'
+  les02-flow replay session.log --flow flows/default.yaml --speed max
+  les02-flow replay ride.blf --flow flows/default.yaml --loop forever --max-gap 5
+  les02-flow replay events.jsonl --speed 10                      print recorded events"""
+
+
+def _speed(text: str) -> float | str:
+    if text.strip().lower() == "max":
+        return "max"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'max': {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (or 'max'): {text!r}")
+    return value
+
+
+def _loop(text: str) -> int | str:
+    if text.strip().lower() == "forever":
+        return "forever"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or 'forever': {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'forever'): {text!r}")
+    return value
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(part.strip(), 0) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ids like 0x80,0x81: {text!r}") from None
+
+
+def replay_options(args: argparse.Namespace, progress: float) -> dict[str, Any]:
+    """The ``replay_source`` config from the command line (pure)."""
+    opts: dict[str, Any] = {"path": args.file, "speed": args.speed, "loop": args.loop}
+    for key in ("max_gap", "start", "end", "ids", "timestamps"):
+        value = getattr(args, key)
+        if value is not None:
+            opts[key] = value
+    if progress > 0:
+        opts["progress"] = progress
+    return opts
+
+
+def replace_sources(
+    doc: FlowDocument, options: dict[str, Any], keep_recorders: bool = False
+) -> list[str]:
+    """Turn every ``can_source`` in ``doc`` into a ``replay_source`` (same id, wires, label,
+    disabled flag); disable bus feeders and, unless ``keep_recorders``, file recorders.
+
+    Returns what was changed, one line each. Adds an error to ``doc.errors`` when there is no
+    ``can_source`` to replace.
+    """
+    changes: list[str] = []
+    data = doc.data
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, dict):
+        return changes  # compile_document reports the shape problem
+    registry = default_registry()
+    replaced = 0
+    for nid, node in nodes.items():
+        if not isinstance(node, dict):
+            continue
+        type_name = node.get("type")
+        if type_name == "can_source":
+            new: dict[str, Any] = {"type": "replay_source", **options}
+            for key in ("wires", "label", "disabled"):
+                if key in node:
+                    new[key] = node[key]
+            nodes[nid] = new
+            replaced += 1
+            changes.append(
+                f"node '{nid}': can_source replaced by replay_source of {options['path']}"
+            )
+            continue
+        if node.get("disabled") is True or not isinstance(type_name, str):
+            continue
+        cls = registry.get(type_name)
+        if cls is None:
+            continue
+        if cls.is_source() and not cls.output_ports:
+            node["disabled"] = True
+            changes.append(f"node '{nid}' ({type_name}) disabled: it only feeds the bus")
+        elif type_name == "file_recorder" and not keep_recorders:
+            node["disabled"] = True
+            changes.append(
+                f"node '{nid}' (file_recorder) disabled: a replay is not re-recorded "
+                "(--keep-recorders keeps it)"
+            )
+    if not replaced:
+        doc.errors.append(
+            FlowError(
+                doc.where(("nodes",)) if nodes else Location(doc.path, 1, 1),
+                "the flow has no can_source node for the replay to replace",
+            )
+        )
+    return changes
+
+
+def standalone_flow(options: dict[str, Any]) -> dict[str, Any]:
+    """The flow without ``--flow``: replay -> debug (pure)."""
+    return {
+        "version": 1,
+        "name": "replay",
+        "nodes": {
+            "replay": {
+                "type": "replay_source",
+                **options,
+                "wires": {"out": ["print"], "events": ["print"]},
+            },
+            "print": {"type": "debug", "stream": "stdout"},
+        },
+    }
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    progress = args.progress
+    if progress is None:
+        if sys.stderr.isatty():
+            # a bar only when it does not fight with frames printed to the same terminal
+            progress = 0.25 if (args.flow or not sys.stdout.isatty()) else 0.0
+        else:
+            progress = 10.0
+    options = replay_options(args, progress)
+    if args.flow:
+        doc = load_flow(args.flow)
+        if doc.data is not None:
+            for line in replace_sources(doc, options, args.keep_recorders):
+                log.info("replay: %s", line)
+    else:
+        doc = FlowDocument(path="les02-flow replay", data=standalone_flow(options))
+    if doc.data is not None:
+        apply_sets(doc, args.set)
+    try:
+        flow = compile_document(doc)
+    except FlowErrors as errors:
+        print_errors(errors)
+        return 1
+    return run_flow(flow, args.stats_interval)
+
+
+def register(sub: Any) -> None:
+    p = add_command(
+        sub,
+        "replay",
+        cmd_replay,
+        "replay a recording: print it, or run it through a flow in place of its can_source",
+        EXAMPLES,
+    )
+    p.add_argument("file", metavar="FILE", help="recording (.log .asc .blf .csv .trc .db .jsonl)")
+    p.add_argument("--flow", metavar="FLOW", help="run FLOW with its can_source(s) replaced")
+    p.add_argument(
+        "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor or max (default 1)"
+    )
+    p.add_argument(
+        "--loop", type=_loop, default=1, metavar="N|forever", help="play N times (default 1)"
+    )
+    p.add_argument("--max-gap", type=float, metavar="S", help="shorten silences to S seconds")
+    p.add_argument("--start", type=float, metavar="S", help="skip the first S seconds")
+    p.add_argument("--end", type=float, metavar="S", help="stop S seconds after the first frame")
+    p.add_argument("--ids", type=_ids, metavar="ID,...", help="only these CAN ids, e.g. 0x80,0x81")
+    p.add_argument(
+        "--timestamps",
+        choices=["original", "now"],
+        help="keep recorded times (default) or re-stamp to the replay clock",
+    )
+    p.add_argument(
+        "--keep-recorders", action="store_true", help="with --flow: keep file_recorder nodes"
+    )
+    p.add_argument(
+        "--progress",
+        type=float,
+        metavar="S",
+        help="seconds between progress reports (0 = off; default: a bar on a terminal, "
+        "a log line every 10 s otherwise)",
+    )
+    add_set_option(p)
+    add_run_options(p)
