@@ -35,10 +35,13 @@ BUILTIN_NODES: tuple[str, ...] = (
     "les02_flow.nodes.recording.file_recorder:FileRecorder",
     "les02_flow.nodes.recording.replay_source:ReplaySource",
     # -- ecuconnect (issue 4) --
+    "les02_flow.nodes.ecuconnect.sink:EcuconnectTcpSink",
+    "les02_flow.nodes.ecuconnect.source:EcuconnectSource",
     # -- rides (issue 5) --
     "les02_flow.nodes.rides.detect:RideDetect",
     "les02_flow.nodes.rides.store:RideStore",
     # -- uds (issue 7) --
+    "les02_flow.nodes.uds.sim:UdsSim",
 )
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")

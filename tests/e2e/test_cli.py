@@ -26,6 +26,9 @@ BUILTINS = (
     "ride_store",
     "file_recorder",
     "replay_source",
+    "ecuconnect_tcp_sink",
+    "ecuconnect_source",
+    "uds_sim",
 )
 
 

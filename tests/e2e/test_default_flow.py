@@ -15,7 +15,14 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the default flow writes files; tests keep the repository clean
-NO_FILES = ("--set", "store.disabled=true", "--set", "recorder.disabled=true")
+NO_FILES = (
+    "--set",
+    "store.disabled=true",
+    "--set",
+    "recorder.disabled=true",
+    "--set",
+    "tcp.port=0",
+)
 
 
 async def connect_retry(url: str, deadline: float) -> Any:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,31 @@ async def count_events(url: str, seen: dict[str, Any]) -> None:
             event = json.loads(raw)
             seen["count"] = seen.get("count", 0) + 1
             seen.setdefault("types", set()).add(event["type"])
+            if event["type"] in ("ride_start", "ride_end"):
+                seen.setdefault(event["type"], []).append(event["payload"])
         seen["close"] = ws.close_code
+
+
+async def count_packets(port: int, seen: dict[str, Any]) -> None:
+    """An ECUconnect client: count whole packets (14-byte header + length) until EOF."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    buf = b""
+    try:
+        while chunk := await reader.read(65536):
+            buf += chunk
+            while len(buf) >= 14 and len(buf) >= 14 + buf[13]:
+                buf = buf[14 + buf[13] :]
+                seen["packets"] = seen.get("packets", 0) + 1
+        seen["eof"] = True
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def _other_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_live_edits_keep_clients_and_apply_diffs(
@@ -60,6 +85,8 @@ def test_live_edits_keep_clients_and_apply_diffs(
         tmp = tmp_path / ".flow.yaml.swp"
         tmp.write_text(text)
         tmp.replace(flow)
+
+    tcp_port = _other_port()
 
     async def main() -> tuple[dict[str, Any], list[str], int]:
         proc = Proc(
@@ -76,6 +103,12 @@ def test_live_edits_keep_clients_and_apply_diffs(
                 f"store.path={tmp_path}/rides.sqlite",
                 "--set",
                 f"recorder.path={tmp_path}/rec.log",
+                "--set",
+                f"tcp.port={tcp_port}",
+                "--set",
+                "sim.dwell_min=0.5",
+                "--set",
+                "sim.dwell_max=1.0",
                 "--stats-interval",
                 "0",
                 cwd=ROOT,
@@ -86,8 +119,9 @@ def test_live_edits_keep_clients_and_apply_diffs(
         try:
             await proc.wait_for("watching .* for changes")
             client = asyncio.create_task(count_events(f"ws://127.0.0.1:{free_port}", seen))
+            tcp = asyncio.create_task(count_packets(tcp_port, seen))
             async with asyncio.timeout(10):
-                while seen.get("count", 0) < 50:
+                while seen.get("count", 0) < 50 or seen.get("packets", 0) < 50:
                     await asyncio.sleep(0.05)
 
             # 1. add a node and a wire
@@ -121,17 +155,19 @@ def test_live_edits_keep_clients_and_apply_diffs(
             mark = len(proc.lines)
             edit(original)
             line = await proc.wait_for("flow re-deployed", mark)
-            assert "kept 8, added 0, removed 0, restarted 0, rewired 0" in line, line
+            assert "kept 9, added 0, removed 0, restarted 0, rewired 0" in line, line
             before = seen["count"]
             async with asyncio.timeout(10):
                 while seen["count"] < before + 50:
                     await asyncio.sleep(0.05)
             assert "close" not in seen, "the client was disconnected by an edit"
+            assert "eof" not in seen, "the TCP client was disconnected by an edit"
         finally:
             proc.proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.proc.wait(), 20)
             await proc.reader
         await asyncio.wait_for(client, 10)
+        await asyncio.wait_for(tcp, 10)
         return seen, proc.lines, code
 
     seen, lines, code = asyncio.run(main())
@@ -153,6 +189,16 @@ def test_live_edits_keep_clients_and_apply_diffs(
     assert len(lines) == bus_out
     stamps = [float(line.split(")")[0].lstrip("(")) for line in lines]
     assert stamps == sorted(stamps)
+    # the TCP client got every frame too, and was only closed by the shutdown
+    tcp_out = int(re.search(r"\| tcp in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    assert seen["eof"] and seen["packets"] == tcp_out > 0
+    assert "dropped" not in stats.split("| tcp ")[1].split("|")[0]
+    # rides in progress across edits completed with consistent data (the detector stayed)
+    starts = {p["ride_id"] for p in seen.get("ride_start", [])}
+    for end in seen.get("ride_end", []):
+        assert end["distance_raw"] == abs(end["end_position_raw"] - end["start_position_raw"])
+        if end["start_ts"] > min(stamps):
+            assert end["ride_id"] in starts, "a ride lost its start across an edit"
 
 
 def test_sighup_redeploys_without_watch(cli_cmd: list[str], free_port: int, tmp_path: Path) -> None:

@@ -1,0 +1,543 @@
+"""The ``ecuconnect_tcp_sink`` node: serve CAN frames to CANcorder over the ECUconnect protocol.
+
+The seed's ``canlogger.py`` sends every frame to every client with a blocking ``sendall`` under
+one lock, so one stuck client stops the bus and everyone else. This sink never waits for a
+client:
+
+* :meth:`EcuconnectTcpSink.consume` encodes each frame ONCE (:func:`.codec.encode`) and adds
+  the packet to a :class:`.broadcast.PacketBatch`; one flush per event-loop iteration joins the
+  batch into one ``bytes`` shared by all clients;
+* each client has an ``asyncio.Protocol`` transport (write buffer high-water mark
+  :data:`TRANSPORT_HIGH_WATER`) and a :class:`.broadcast.ClientBacklog` bounded by ``buffer``
+  bytes. While the transport is above its high-water mark (``pause_writing``), batches queue
+  in the backlog; when it drains (``resume_writing``) the whole backlog goes out in ONE write;
+* when a backlog overflows, ``policy`` applies: drop the oldest batches (counted) or disconnect.
+
+The listening socket is bound by the node itself (``port: auto`` tries 42420 upwards and keeps
+the first port that binds, no bind/close/re-bind race) and handed to ``loop.create_server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import can
+from pydantic import Field, field_validator
+
+from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
+
+from .broadcast import ClientBacklog, PacketBatch, Policy
+from .codec import EcuconnectProtocolError, encode
+from .mdns import (
+    DEFAULT_NAME_TEMPLATE,
+    SERVICE_TYPE,
+    Advertiser,
+    advertised_addresses,
+    check_name_template,
+    format_service_name,
+    short_hostname,
+    txt_record,
+    zeroconf_options,
+)
+
+__all__ = [
+    "AUTO_PORT_FIRST",
+    "AUTO_PORT_TRIES",
+    "EcuconnectTcpSink",
+    "EcuconnectTcpSinkConfig",
+    "bind_listener",
+]
+
+#: ``port: auto`` tries this port first, then upwards (the seed's convention)
+AUTO_PORT_FIRST = 42420
+#: how many ports ``port: auto`` tries
+AUTO_PORT_TRIES = 1000
+#: transport write buffer marks (bytes): above HIGH a client counts as behind
+TRANSPORT_HIGH_WATER = 64 * 1024
+TRANSPORT_LOW_WATER = 16 * 1024
+#: seconds ``stop()`` lets clients take what is queued before connections are aborted
+FLUSH_TIMEOUT = 2.0
+#: seconds ``stop()`` waits for the zeroconf goodbye
+ZEROCONF_STOP_TIMEOUT = 4.0
+#: TCP keepalive: idle seconds, probe interval, probe count (where the OS supports them)
+KEEPALIVE = (10, 5, 3)
+
+
+class EcuconnectTcpSinkConfig(NodeConfig):
+    """Config of ``ecuconnect_tcp_sink``."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to listen on. 127.0.0.1 serves this machine only; 0.0.0.0 (all "
+        "IPv4) or :: (IPv6 and IPv4) lets CANcorder connect from another machine.",
+    )
+    port: int | Literal["auto"] = Field(
+        default="auto",
+        description="TCP port, or 'auto': the first free port from 42420 upwards (bound once "
+        "and kept). 0 picks any free port (tests).",
+    )
+    buffer: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Bytes queued per client beyond its socket buffers (a classic frame is 22 "
+        "bytes, so 1 MiB is about 47000 frames); beyond that `policy` applies.",
+    )
+    policy: Policy = Field(
+        default="drop_oldest",
+        description="When a client's queue is full: 'drop_oldest' drops its oldest queued "
+        "frames and counts them; 'disconnect' closes that client.",
+    )
+    max_clients: int = Field(
+        default=64, ge=1, description="Most clients at once; further ones are closed at once."
+    )
+    zeroconf: bool = Field(
+        default=True,
+        description="Advertise the logger by zeroconf/mDNS (_ecuconnect-log._tcp.local.) on the "
+        "interfaces the server is bound to. Sends multicast: set false where that is unwanted.",
+    )
+    service_name: str = Field(
+        default=DEFAULT_NAME_TEMPLATE,
+        description="Zeroconf instance name; must start with 'ECUconnect-Logger'. Placeholders: "
+        "{hostname} (short host name), {port} (the bound port).",
+    )
+    process: str = Field(
+        default="les02-flow",
+        description="Value of the TXT key 'process' (the seed publishes its script name).",
+    )
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= 65535:
+            raise ValueError(f"port {value} is out of range (0..65535, or 'auto')")
+        return value
+
+    @field_validator("service_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        check_name_template(value)
+        return value
+
+
+def _bind_one(family: int, sockaddr: Any) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            with contextlib.suppress(OSError):  # dual stack for "::"
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_listener(host: str, port: int | Literal["auto"]) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host`` (first ``getaddrinfo`` result).
+
+    ``port="auto"`` tries :data:`AUTO_PORT_FIRST` and upwards and keeps the first that binds.
+    Raises ``OSError`` (with a message naming host and ports) when nothing can be bound.
+    """
+    infos = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    if port != "auto":
+        return _bind_one(family, (sockaddr[0], port, *sockaddr[2:]))
+    last: OSError | None = None
+    for candidate in range(AUTO_PORT_FIRST, min(AUTO_PORT_FIRST + AUTO_PORT_TRIES, 65536)):
+        try:
+            return _bind_one(family, (sockaddr[0], candidate, *sockaddr[2:]))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            last = exc
+    raise OSError(
+        errno.EADDRINUSE,
+        f"no free port in {AUTO_PORT_FIRST}..{AUTO_PORT_FIRST + AUTO_PORT_TRIES - 1} "
+        f"({last.strerror if last else 'in use'})",
+    )
+
+
+def _tune(sock: Any) -> None:
+    """TCP_NODELAY and keepalive on a client socket (best effort)."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle, interval, count = KEEPALIVE
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", count),
+    ):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+def _fmt_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr) if addr else "?"
+
+
+class _Client(asyncio.Protocol):
+    """One TCP client: its transport and backlog. Inbound bytes are read and ignored."""
+
+    def __init__(self, sink: EcuconnectTcpSink) -> None:
+        self.sink = sink
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.backlog = ClientBacklog(sink.config.buffer, sink.config.policy)
+        self.kicked = ""
+        self.accepted = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _fmt_addr(transport.get_extra_info("peername"))
+        _tune(transport.get_extra_info("socket"))
+        transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
+        self.sink._connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.sink.counters.bump("inbound_ignored_bytes", len(data))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        self.backlog.pause()
+
+    def resume_writing(self) -> None:
+        backlog = self.backlog
+        before = backlog.sent
+        data = backlog.resume()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            counters = self.sink.counters
+            counters.emitted += backlog.sent - before
+            counters.bump("coalesced_writes")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.sink._disconnected(self, exc)
+
+
+class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
+    """Serve CAN frames to CANcorder and other ECUconnect Logger clients over TCP.
+
+    Every frame goes to every connected client as one ECUconnect packet (``u64 timestamp_us |
+    u32 id | u8 flags | u8 length | payload``, big-endian; see ``docs/ecuconnect.md``), with
+    the frame's own timestamp. Error frames are not sent (counter ``error_frames_skipped``);
+    remote frames go out as length-0 data frames (the format has no RTR flag).
+
+    Never blocks the stream: each frame is encoded once and all packets of one event-loop
+    iteration are joined into one write per client. A client that falls behind has its data
+    queued (``buffer`` bytes) and receives the backlog in one large write when its socket
+    drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted in
+    ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never
+    delayed. Client sockets have TCP_NODELAY and keepalive on. Connects and disconnects are
+    logged with the client totals. Clients beyond ``max_clients`` are closed at once.
+
+    ``port: auto`` binds the first free port from 42420 upwards, once. With ``zeroconf: true``
+    the logger is advertised as ``_ecuconnect-log._tcp.local.`` with the instance name
+    ``service_name`` and TXT keys ``system``, ``process``, ``interface``, ``channel``,
+    ``bitrate`` (from the ``can_source`` that feeds this node) and ``port``, on the addresses
+    the server is bound to (all non-loopback addresses for 0.0.0.0 / ::). A zeroconf failure is
+    logged and the TCP server keeps running. On stop the service is unregistered (mDNS goodbye),
+    queued data is flushed (at most 2 s) and clients are closed.
+
+    Counters: ``out`` = frames handed to client sockets (one per client), ``dropped`` = frames
+    a client did not get because of ``policy``; extra: ``clients_connected``,
+    ``clients_disconnected``, ``clients_refused``, ``clients_too_slow``, ``coalesced_writes``,
+    ``error_frames_skipped``, ``inbound_ignored_bytes``.
+    """
+
+    type_name: ClassVar[str] = "ecuconnect_tcp_sink"
+    config_model: ClassVar[type[NodeConfig]] = EcuconnectTcpSinkConfig
+    input_kind: ClassVar[Kind | None] = Kind.FRAME
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+    examples: ClassVar[tuple[str, ...]] = (
+        "tcp:\n  type: ecuconnect_tcp_sink\n  host: 127.0.0.1\n  zeroconf: false\n",
+        "tcp:\n"
+        "  type: ecuconnect_tcp_sink\n"
+        "  host: 0.0.0.0\n"
+        "  port: auto\n"
+        "  service_name: ECUconnect-Logger lab bench {port}\n"
+        "  process: les02-flow canlogger\n",
+        "tcp:\n"
+        "  type: ecuconnect_tcp_sink\n"
+        "  port: 42424\n"
+        "  buffer: 65536\n"
+        "  policy: disconnect\n"
+        "  max_clients: 4\n"
+        "  zeroconf: false\n",
+    )
+
+    def __init__(self, node_id: str, config: EcuconnectTcpSinkConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        #: the bound port after start()
+        self.port: int | None = None
+        #: the registered zeroconf instance name, once registered
+        self.service_name: str | None = None
+        self._server: asyncio.Server | None = None
+        self._clients: dict[_Client, None] = {}
+        self._batch = PacketBatch()
+        self._flush_handle: asyncio.Handle | None = None
+        self._advertiser: Advertiser | None = None
+        self._zc_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped = False
+        #: set when the zeroconf registration attempt ended (registered or failed)
+        self.zeroconf_done: asyncio.Event | None = None
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and listen (NodeStartError when impossible); start zeroconf in the background."""
+        if self._server is not None:
+            return
+        cfg = self.config
+        loop = self.ctx.get_loop()
+        try:
+            sock = bind_listener(cfg.host, cfg.port)
+        except (OSError, UnicodeError) as exc:
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise NodeStartError(
+                f"ecuconnect_tcp_sink: cannot listen on {cfg.host} port {cfg.port}: {cause}"
+            ) from exc
+        try:
+            self._server = await loop.create_server(lambda: _Client(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        bound = sock.getsockname()
+        self.port = int(bound[1])
+        self.log.info(
+            "ecuconnect_tcp_sink '%s': ECUconnect Logger listening on %s",
+            self.node_id,
+            _fmt_addr(bound),
+        )
+        self.zeroconf_done = asyncio.Event()
+        if cfg.zeroconf:
+            self._zc_task = loop.create_task(
+                self._advertise(str(bound[0])), name=f"zeroconf {self.node_id}"
+            )
+        else:
+            self.zeroconf_done.set()
+
+    async def _advertise(self, bound: str) -> None:
+        assert self.port is not None and self.zeroconf_done is not None
+        try:
+            name = format_service_name(self.config.service_name, short_hostname(), self.port)
+            addresses = advertised_addresses(bound)
+            txt = txt_record(
+                system=short_hostname(),
+                process=self.config.process,
+                port=self.port,
+                bus_info=self.ctx.bus_info,
+            )
+            interfaces, version = zeroconf_options(bound)
+            self._advertiser = Advertiser(interfaces, version)
+            registered = await self._advertiser.register(name, self.port, txt, addresses)
+            self.service_name = registered
+            self.log.info(
+                "ecuconnect_tcp_sink '%s': zeroconf: advertising '%s' (%s) at %s port %d, TXT %s",
+                self.node_id,
+                registered,
+                SERVICE_TYPE,
+                ", ".join(addresses),
+                self.port,
+                " ".join(f"{k}={v}" for k, v in txt.items()),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.counters.bump("zeroconf_errors")
+            self.log.error(
+                "ecuconnect_tcp_sink '%s': zeroconf registration failed, the logger is NOT "
+                "advertised (TCP server on port %s keeps running): %s: %s",
+                self.node_id,
+                self.port,
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            self.zeroconf_done.set()
+
+    async def stop(self) -> None:
+        """Say the zeroconf goodbye, flush what is queued (bounded), close clients and server."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping = True
+        try:
+            await self._shutdown()
+        except Exception:  # stop() never raises
+            self.log.exception("ecuconnect_tcp_sink '%s': error while stopping", self.node_id)
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        task = self._zc_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if self._advertiser is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advertiser.close(), ZEROCONF_STOP_TIMEOUT)
+            if self.service_name:
+                self.log.info(
+                    "ecuconnect_tcp_sink '%s': zeroconf: '%s' unregistered",
+                    self.node_id,
+                    self.service_name,
+                )
+        self._flush()
+        clients = list(self._clients)
+        for client in clients:
+            t = client.transport
+            if t is None:
+                continue
+            rest = client.backlog.resume()
+            if rest and not t.is_closing():
+                t.write(rest)
+            t.close()  # flushes the transport's buffer, then closes
+        waits = [c.closed for c in clients if not c.closed.done()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=FLUSH_TIMEOUT)
+            if pending:
+                self.log.warning(
+                    "ecuconnect_tcp_sink '%s': %d client(s) did not take their data within "
+                    "%.0f s, aborting them",
+                    self.node_id,
+                    len(pending),
+                    FLUSH_TIMEOUT,
+                )
+                for client in clients:
+                    if not client.closed.done() and client.transport is not None:
+                        client.transport.abort()
+                await asyncio.wait(pending, timeout=1.0)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    # -- stream ----------------------------------------------------------------------------
+
+    def consume(self, message: Any) -> None:
+        """Encode one frame (only when someone listens) and schedule the batch flush."""
+        if not self._clients:
+            return
+        if not isinstance(message, can.Message):
+            self.report_error(message, TypeError("not a can.Message"))
+            return
+        if message.is_error_frame:
+            self.counters.bump("error_frames_skipped")
+            return
+        try:
+            packet = encode(message)
+        except EcuconnectProtocolError as exc:
+            self.report_error(message, exc)
+            return
+        self._batch.add(packet)
+        if self._flush_handle is None:
+            self._flush_handle = self.ctx.get_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send the batch: one joined ``bytes`` offered to every client."""
+        self._flush_handle = None
+        data, n = self._batch.take()
+        if not n:
+            return
+        counters = self.counters
+        for client in list(self._clients):
+            backlog = client.backlog
+            before = backlog.dropped
+            out = backlog.offer(data, n)
+            counters.dropped += backlog.dropped - before
+            if out is None:
+                self._kick(client)
+            elif out:
+                assert client.transport is not None
+                client.transport.write(out)
+                counters.emitted += n
+
+    def _kick(self, client: _Client) -> None:
+        self._clients.pop(client, None)
+        self.counters.bump("clients_too_slow")
+        client.kicked = (
+            f"too slow: more than {self.config.buffer} bytes queued (policy: disconnect)"
+        )
+        if client.transport is not None:
+            client.transport.abort()
+
+    # -- connections (called by _Client) ----------------------------------------------------
+
+    def _connected(self, client: _Client) -> None:
+        assert client.transport is not None
+        if self._stopping:
+            client.transport.abort()
+            return
+        if len(self._clients) >= self.config.max_clients:
+            self.counters.bump("clients_refused")
+            self.log.warning(
+                "ecuconnect_tcp_sink '%s': refused client %s: already %d clients (max_clients)",
+                self.node_id,
+                client.peer,
+                len(self._clients),
+            )
+            client.transport.close()
+            return
+        client.accepted = True
+        self._clients[client] = None
+        self.counters.bump("clients_connected")
+        self.log.info(
+            "ecuconnect_tcp_sink '%s': client %s connected. Total clients: %d",
+            self.node_id,
+            client.peer,
+            len(self._clients),
+        )
+
+    def _disconnected(self, client: _Client, exc: Exception | None) -> None:
+        if not client.accepted:
+            return
+        self._clients.pop(client, None)
+        self.counters.bump("clients_disconnected")
+        why = client.kicked or (f"{type(exc).__name__}: {exc}" if exc else "closed")
+        self.log.info(
+            "ecuconnect_tcp_sink '%s': client %s disconnected (%s): %d frame(s) sent, %d "
+            "dropped. Total clients: %d",
+            self.node_id,
+            client.peer,
+            why,
+            client.backlog.sent,
+            client.backlog.dropped,
+            len(self._clients),
+        )

@@ -1,0 +1,305 @@
+"""Node ``uds_sim``: simulated UDS diagnostic traffic (ECU reprogramming sessions) as CAN frames.
+
+A thin wrapper around :class:`~les02_flow.nodes.uds.generator.UdsTrafficGenerator`: the
+generator makes the frames with their times, this node paces them against the event loop's
+monotonic clock (without drift, like ``les02_sim``), emits them on ``out`` and optionally sends
+them onto a python-can bus too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import can
+from pydantic import Field, field_validator, model_validator
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
+from les02_flow.nodes.uds.generator import Frame, UdsSimParams, UdsTrafficGenerator
+from les02_flow.nodes.uds.isotp import DEFAULT_PADDING
+
+__all__ = ["UdsSim", "UdsSimConfig"]
+
+#: frames emitted in one burst before the sender yields to the event loop
+_BURST = 256
+#: how long stop() waits for the sender task to end after cancelling it
+_STOP_TIMEOUT = 2.0
+#: the bus speed the generator's frame times assume (reported to sinks that advertise it)
+SIMULATED_BITRATE = 500_000
+
+
+class UdsSimConfig(NodeConfig):
+    """Configuration of ``uds_sim``."""
+
+    speed: float = Field(
+        default=1.0, gt=0, description="Time factor: 2.0 plays the traffic twice as fast."
+    )
+    loop: bool = Field(
+        default=True,
+        description="true: session after session until stopped; false: one session (OBD-II "
+        "polling, then one reprogramming session), then the node completes.",
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed; the same seed gives the same bytes. null = random."
+    )
+    tester_id: int = Field(
+        default=0x7E0,
+        ge=0,
+        le=0x7FF,
+        description="11-bit id of the tester's physical requests (0x7E0).",
+    )
+    ecu_id: int = Field(
+        default=0x7E8, ge=0, le=0x7FF, description="11-bit id the ECU responds on (0x7E8)."
+    )
+    functional_id: int = Field(
+        default=0x7DF,
+        ge=0,
+        le=0x7FF,
+        description="11-bit functional (OBD-II broadcast) id (0x7DF).",
+    )
+    padding: int = Field(
+        default=DEFAULT_PADDING,
+        ge=0,
+        le=0xFF,
+        description="Byte that fills the unused bytes of every ISO-TP frame (default 0xAA; "
+        "0x55 and 0xCC are common too).",
+    )
+    transfer_blocks: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="TransferData blocks (256 bytes each) per session; null = 40..320 at "
+        "random, so some sessions wrap the block sequence counter past 255.",
+    )
+    interface: str | None = Field(
+        default=None,
+        description="Also send every frame onto this python-can interface (e.g. virtual, "
+        "socketcan); null = only emit on 'out'.",
+    )
+    channel: str | None = Field(
+        default=None,
+        description="python-can channel for 'interface' (e.g. vcan0); also set as the frames' "
+        "channel.",
+    )
+    bitrate: int | None = Field(
+        default=None, gt=0, description="Bus bitrate in bit/s, passed to python-can when set."
+    )
+    start_delay: float = Field(
+        default=0.0, ge=0, description="Wall-clock seconds to wait after start before sending."
+    )
+
+    @field_validator("tester_id", "ecu_id", "functional_id", "padding", mode="before")
+    @classmethod
+    def _hex_string(cls, value: object) -> object:
+        # "0x7E0" arrives as a string from ${VAR} substitution.
+        if isinstance(value, str):
+            try:
+                return int(value.strip(), 0)
+            except ValueError:
+                raise ValueError(f"not an integer: {value!r} (use e.g. 0x7E0 or 2016)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> UdsSimConfig:
+        if self.interface is not None and self.channel is None:
+            raise ValueError("interface needs a channel")
+        self.params()  # raises ValueError naming the field on inconsistent ids
+        return self
+
+    def params(self) -> UdsSimParams:
+        """The generator parameters of this config."""
+        return UdsSimParams(
+            tester_id=self.tester_id,
+            ecu_id=self.ecu_id,
+            functional_id=self.functional_id,
+            padding=self.padding,
+            transfer_blocks=self.transfer_blocks,
+            seed=self.seed,
+        )
+
+
+class UdsSim(Node[UdsSimConfig]):
+    """Simulated UDS diagnostic traffic: ECU reprogramming sessions and OBD-II polling.
+
+    A mock of the CANcorder ``mock_uds_canlogger.py``: one tester (``tester_id``, default
+    0x7E0) and one ECU (``ecu_id``, 0x7E8) on 11-bit classic CAN, every message valid ISO-TP
+    (padded 8-byte frames, first-frame lengths, flow control from the receiver, consecutive
+    frames that honour the announced block size and STmin). Each session is a stretch of
+    OBD-II polling on the functional id (0x7DF; mode 01 PIDs, now and then modes 03, 07 and
+    09) followed by a reprogramming sequence: extended session, identification reads (VIN
+    F190 and more), DTC reads (0x19), check preconditions, DTC setting off, communication
+    control, programming session, security access (sometimes a wrong key → NRC 0x35 and a
+    retry), fingerprint, erase memory (several response-pending 0x78), request download,
+    transfer data with block sequence counters 1..255, 0, .. (sometimes NRC 0x71-0x73 and the
+    block again), transfer exit, check memory and dependencies, ECU reset, clear DTCs.
+
+    Frames are emitted on ``out`` as ``can.Message`` (standard ids, DLC 8) with timestamps on
+    the wall clock: ``start time + t / speed``, where ``t`` is the generator's time; they are
+    paced against the event loop's monotonic clock without drift (late frames are sent at
+    once). With ``interface``/``channel`` each frame is also sent onto that python-can bus
+    (send errors are counted as ``send_errors`` and logged, never fatal). With ``loop: false``
+    one session is played and ``out`` completes (a flow whose sources all completed ends). The
+    same ``seed`` gives the same frames.
+    """
+
+    type_name: ClassVar[str] = "uds_sim"
+    config_model: ClassVar[type[NodeConfig]] = UdsSimConfig
+    input_kind: ClassVar[Kind | None] = None
+    output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
+    examples: ClassVar[tuple[str, ...]] = (
+        "uds:\n  type: uds_sim\n  wires: [tcp]\n",
+        "uds:\n  type: uds_sim\n  loop: false\n  seed: 42\n  speed: 10\n  transfer_blocks: 300\n",
+        "uds:\n  type: uds_sim\n  tester_id: 0x7E2\n  ecu_id: 0x7EA\n  interface: virtual\n"
+        "  channel: uds\n",
+    )
+
+    def __init__(self, node_id: str, config: UdsSimConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        #: the generator; ``generator.seed`` is the seed in use (drawn once when unset)
+        self.generator = UdsTrafficGenerator(config.params())
+        self._subject: Subject[can.Message] = Subject()
+        self._bus: can.BusABC | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._completed = False
+        self._send_log = RateLimitedLog(ctx.logger)
+
+    @property
+    def bus_info(self) -> dict[str, str]:
+        """What sinks that advertise the bus see: the simulated interface and bitrate."""
+        return {
+            "interface": self.config.interface or "uds_sim",
+            "channel": self.config.channel or "mock-uds",
+            "bitrate": str(self.config.bitrate or SIMULATED_BITRATE),
+        }
+
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
+        return {"out": self._subject}
+
+    async def start(self) -> None:
+        """Open the bus (if configured) and start playing from the beginning; a running run is
+        stopped first. ``NodeStartError`` when the bus cannot be opened."""
+        if self._completed:
+            self.log.warning("uds_sim '%s': already completed; not restarted", self.node_id)
+            return
+        await self._halt()
+        cfg = self.config
+        if cfg.interface is not None:
+            kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
+            if cfg.bitrate is not None:
+                kwargs["bitrate"] = cfg.bitrate
+            try:
+                self._bus = can.Bus(**kwargs)
+            except Exception as exc:
+                raise NodeStartError(
+                    f"uds_sim: cannot open bus interface={cfg.interface!r} "
+                    f"channel={cfg.channel!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+        sessions = None if cfg.loop else 1
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(self.generator.frames(sessions), self._bus), name=f"uds_sim:{self.node_id}"
+        )
+        self.log.info(
+            "uds_sim '%s': tester 0x%03X, ECU 0x%03X, functional 0x%03X (seed %d, speed %g, %s)%s",
+            self.node_id,
+            cfg.tester_id,
+            cfg.ecu_id,
+            cfg.functional_id,
+            self.generator.seed,
+            cfg.speed,
+            "looping" if cfg.loop else "one session",
+            f", also on interface={cfg.interface} channel={cfg.channel}" if self._bus else "",
+        )
+
+    async def _run(self, frames: Iterator[Frame], bus: can.BusABC | None) -> None:
+        loop = asyncio.get_running_loop()
+        speed = self.config.speed
+        channel = self.config.channel
+        await asyncio.sleep(self.config.start_delay)
+        t0 = loop.time()
+        wall0 = time.time()
+        emit = self._subject.on_next
+        burst = 0
+        sent = 0
+        try:
+            for frame in frames:
+                offset = frame.t_us / 1_000_000 / speed
+                due = t0 + offset
+                now = loop.time()
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    burst = 0
+                elif burst >= _BURST:
+                    await asyncio.sleep(0)  # far behind: let the rest of the loop run
+                    burst = 0
+                burst += 1
+                msg = can.Message(
+                    timestamp=wall0 + offset,
+                    arbitration_id=frame.can_id,
+                    is_extended_id=False,
+                    data=frame.data,
+                    channel=channel,
+                )
+                try:
+                    emit(msg)  # ``out`` is counted by the runtime at the port
+                except Exception as exc:  # a downstream bug must not end the simulation
+                    self.report_error(msg, exc)
+                sent += 1
+                if bus is not None:
+                    self._send(bus, msg)
+        except Exception as exc:  # a generator bug: report it and end the port
+            self.counters.errors += 1
+            self.log.error("uds_sim '%s': simulation failed: %r", self.node_id, exc)
+        else:
+            self.log.info("uds_sim '%s': run complete, %d frames", self.node_id, sent)
+        self._complete()
+
+    def _send(self, bus: can.BusABC, msg: can.Message) -> None:
+        try:
+            bus.send(msg, timeout=0)
+        except Exception as exc:
+            self.counters.errors += 1
+            self.counters.bump("send_errors")
+            self._send_log(
+                logging.WARNING,
+                "uds_sim '%s': send of id 0x%03X failed: %s: %s",
+                self.node_id,
+                msg.arbitration_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _complete(self) -> None:
+        if not self._completed:
+            self._completed = True
+            self._subject.on_completed()
+
+    async def _halt(self) -> None:
+        task, self._task = self._task, None
+        bus, self._bus = self._bus, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
+        if bus is not None:
+            try:
+                bus.shutdown()
+            except Exception as exc:
+                self.log.warning(
+                    "uds_sim '%s': bus shutdown failed: %s: %s",
+                    self.node_id,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    async def stop(self) -> None:
+        """Cancel the sender, shut the bus down, complete ``out``: idempotent, bounded, never
+        raises."""
+        try:
+            await self._halt()
+        except Exception as exc:  # never raise from stop
+            self.log.warning("uds_sim '%s': error while stopping: %s", self.node_id, exc)
+        self._complete()

@@ -1,0 +1,189 @@
+"""``les02-flow canlogger``: the seed's ``canlogger.py``, built from ``flows/canlogger.yaml``.
+
+Same flags as the seed (``-i/--interface``, ``-c/--channel``, ``-b/--bitrate``, ``-p/--port``,
+``-v/--verbose``, ``--auto``, ``--service-name``, ``--no-zeroconf``) plus ``--host``. The flags
+become ``--set`` overrides of the flow file, so ``canlogger`` behaves like ``run`` (signals,
+stats, exit codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import can
+
+from les02_flow.cliutil import (
+    add_command,
+    add_run_options,
+    add_set_option,
+    print_errors,
+    run_flow,
+)
+from les02_flow.compiler import compile_document
+from les02_flow.flowfile import FlowErrors, apply_sets, load_flow
+
+__all__ = ["AUTO_CANDIDATES", "ORDER", "auto_detect", "canlogger_sets", "flow_path", "register"]
+
+ORDER = 40
+
+#: tried by ``--auto`` after ``can.detect_available_configs()``, in this order
+AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("socketcan", "can0"),
+    ("gs_usb", "0"),
+    ("slcan", "/dev/ttyACM0"),
+    ("slcan", "/dev/ttyUSB0"),
+    ("pcan", "PCAN_USBBUS1"),
+    ("kvaser", "0"),
+)
+
+#: interfaces ``--auto`` does not ask python-can to detect: no hardware behind them, or
+#: detection that listens on the network (socketcand waits seconds for UDP beacons)
+_NOT_HARDWARE = frozenset({"virtual", "udp_multicast", "socketcand"})
+
+
+def _detect_hardware() -> Sequence[Any]:
+    from can.interfaces import VALID_INTERFACES
+
+    return can.detect_available_configs(sorted(set(VALID_INTERFACES) - _NOT_HARDWARE))
+
+
+def flow_path() -> Path:
+    """``flows/canlogger.yaml`` of this checkout/installation."""
+    import les02_flow
+
+    return Path(les02_flow.__file__).resolve().parent.parent / "flows" / "canlogger.yaml"
+
+
+def _try_open(interface: str, channel: str, bitrate: int | None) -> None:
+    kwargs: dict[str, Any] = {"interface": interface, "channel": channel, "ignore_config": True}
+    if bitrate is not None:
+        kwargs["bitrate"] = bitrate
+    bus = can.Bus(**kwargs)
+    bus.shutdown()
+
+
+def auto_detect(
+    bitrate: int | None,
+    *,
+    detect: Callable[[], Sequence[Any]] = _detect_hardware,
+    candidates: Sequence[tuple[str, str]] = AUTO_CANDIDATES,
+    opener: Callable[[str, str, int | None], None] = _try_open,
+    out: Any = None,
+) -> tuple[str, str] | None:
+    """Find a CAN adapter: what ``detect()`` reports, then ``candidates``; print each attempt.
+
+    Returns ``(interface, channel)`` of the first that opens, or ``None``. Every attempt is
+    printed to ``out`` (stderr) with the reason it failed.
+    """
+    out = out or sys.stderr
+    tried: list[tuple[str, str]] = []
+    try:
+        found = [
+            (str(c.get("interface")), str(c.get("channel")))
+            for c in detect()
+            if c.get("interface") not in _NOT_HARDWARE
+        ]
+        print(f"--auto: python-can detected {len(found)} configuration(s)", file=out)
+    except Exception as exc:
+        found = []
+        print(f"--auto: can.detect_available_configs failed: {exc}", file=out)
+    for interface, channel in [*found, *candidates]:
+        if (interface, channel) in tried:
+            continue
+        tried.append((interface, channel))
+        try:
+            opener(interface, channel, bitrate)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            print(f"--auto: {interface} {channel}: failed: {reason}", file=out)
+            continue
+        print(f"--auto: {interface} {channel}: ok, using it", file=out)
+        return interface, channel
+    print(f"--auto: no CAN adapter found ({len(tried)} tried)", file=out)
+    return None
+
+
+def canlogger_sets(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides the seed-style flags stand for."""
+    sets: list[str] = []
+    if args.interface is not None:
+        sets.append(f"bus.interface={args.interface}")
+    if args.channel is not None:
+        sets.append(f"bus.channel={args.channel}")
+    if args.bitrate is not None:
+        sets.append(f"bus.bitrate={args.bitrate}")
+    sets.append(f"tcp.host={args.host}")
+    sets.append(f"tcp.port={args.port if args.port is not None else 'auto'}")
+    if args.no_zeroconf:
+        sets.append("tcp.zeroconf=false")
+    if args.service_name is not None:
+        sets.append(f"tcp.service_name={args.service_name}")
+    return [*sets, *args.set]
+
+
+def cmd_canlogger(args: argparse.Namespace) -> int:
+    if args.auto:
+        if args.interface is not None:
+            print("--auto and --interface exclude each other", file=sys.stderr)
+            return 2
+        found = auto_detect(args.bitrate if args.bitrate is not None else 500000)
+        if found is None:
+            return 1
+        args.interface, args.channel = found
+    doc = load_flow(args.flow or flow_path())
+    if doc.data is not None:
+        apply_sets(doc, canlogger_sets(args))
+        if args.verbose and isinstance(doc.data.get("nodes"), dict):
+            nodes = doc.data["nodes"]
+            bus = nodes.get("bus")
+            if isinstance(bus, dict):
+                wires = bus.get("wires")
+                bus["wires"] = [*(wires if isinstance(wires, list) else []), "verbose"]
+                nodes["verbose"] = {"type": "debug", "stream": "stdout"}
+    try:
+        flow = compile_document(doc)
+    except FlowErrors as errors:
+        print_errors(errors)
+        return 1
+    return run_flow(flow, args.stats_interval)
+
+
+def register(sub: Any) -> None:
+    p = add_command(
+        sub,
+        "canlogger",
+        cmd_canlogger,
+        "ECUconnect Logger for CANcorder: serve a CAN bus over TCP, advertised by zeroconf "
+        "(a drop-in for canlogger.py)",
+        "  les02-flow canlogger -i socketcan -c can0\n"
+        "  les02-flow canlogger -i slcan -c /dev/ttyACM0 -b 250000 -p 42421 -v\n"
+        "  les02-flow canlogger --auto --service-name 'ECUconnect-Logger bench'\n"
+        "  les02-flow canlogger -i virtual -c test --host 127.0.0.1 --no-zeroconf",
+    )
+    p.add_argument("-i", "--interface", help="python-can interface (default socketcan)")
+    p.add_argument("-c", "--channel", help="interface channel (default can0)")
+    p.add_argument("-b", "--bitrate", type=int, help="bitrate in bit/s (default 500000)")
+    p.add_argument("-p", "--port", type=int, help="TCP port (default: first free from 42420)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each frame (candump -L)")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="find a CAN adapter: python-can's detection, then "
+        + ", ".join(f"{i} {c}" for i, c in AUTO_CANDIDATES),
+    )
+    p.add_argument(
+        "--service-name",
+        help="zeroconf instance name, must start with 'ECUconnect-Logger' "
+        "(placeholders {hostname}, {port})",
+    )
+    p.add_argument("--no-zeroconf", action="store_true", help="do not advertise by zeroconf")
+    p.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as the seed)"
+    )
+    p.add_argument("--flow", help="use this flow file instead of flows/canlogger.yaml")
+    add_set_option(p)
+    add_run_options(p)

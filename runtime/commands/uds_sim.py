@@ -1,0 +1,200 @@
+"""``les02-flow uds-sim``: the CANcorder mock UDS logger (``mock_uds_canlogger.py``).
+
+Runs ``flows/uds-mock.yaml`` (``uds_sim`` → ``ecuconnect_tcp_sink``) with the seed's flags
+applied as overrides; when the flow file is not installed (a wheel without the repository) the
+same flow built in (:data:`BUILTIN_FLOW`) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+from ..cliutil import (
+    add_command,
+    add_run_options,
+    add_set_option,
+    print_errors,
+    run_flow,
+)
+from ..compiler import CompiledFlow, compile_document
+from ..flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
+
+__all__ = ["BUILTIN_FLOW", "FLOW_FILE", "ORDER", "build_flow", "register"]
+
+ORDER = 70
+
+#: the flow this command runs (in a source checkout / editable install)
+FLOW_FILE = Path(__file__).resolve().parents[2] / "flows" / "uds-mock.yaml"
+
+#: the same flow as data, used when FLOW_FILE is not there (tests keep the two identical)
+BUILTIN_FLOW: dict[str, Any] = {
+    "version": 1,
+    "name": "uds-mock",
+    "nodes": {
+        "uds": {
+            "type": "uds_sim",
+            "tester_id": 0x7E0,
+            "ecu_id": 0x7E8,
+            "functional_id": 0x7DF,
+            "speed": 1.0,
+            "loop": True,
+            "wires": ["tcp"],
+        },
+        "tcp": {
+            "type": "ecuconnect_tcp_sink",
+            "host": "0.0.0.0",
+            "port": "auto",
+            "zeroconf": True,
+            "service_name": "ECUconnect-Logger Mock-UDS {hostname}:{port}",
+            "process": "mock_uds_canlogger",
+        },
+    },
+}
+
+EXAMPLES = """\
+  les02-flow uds-sim                                  serve on an auto port >= 42420, zeroconf on
+  les02-flow uds-sim -v --speed 2.0                   print every frame, twice as fast
+  les02-flow uds-sim --no-loop                        one session, then exit
+  les02-flow uds-sim --tester-id 0x7E2 --ecu-id 0x7EA -p 42420 --no-zeroconf
+  les02-flow uds-sim --host 127.0.0.1 --seed 7 --set uds.transfer_blocks=300"""
+
+
+def _can_id(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r} (use e.g. 0x7E0)") from None
+    if not 0 <= value <= 0x7FF:
+        raise argparse.ArgumentTypeError(f"not an 11-bit CAN id (0..0x7FF): {text!r}")
+    return value
+
+
+def _port(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0..65535 or 'auto')") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range (0..65535): {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _load() -> FlowDocument:
+    if FLOW_FILE.is_file():
+        return load_flow(FLOW_FILE)
+    return FlowDocument(path="<built-in uds-mock flow>", data=copy.deepcopy(BUILTIN_FLOW))
+
+
+def build_flow(args: argparse.Namespace) -> CompiledFlow:
+    """The flow of ``args``: the flow file with the flags and ``--set`` applied.
+
+    Raises :class:`FlowErrors` with every problem (each located at its flag or file line).
+    """
+    doc = _load()
+    nodes = doc.data.get("nodes") if isinstance(doc.data, dict) else None
+    if doc.errors or not isinstance(nodes, dict):
+        return compile_document(doc)  # raises with the file's own errors
+    overrides: list[tuple[str, str, Any, str]] = [("tcp", "host", args.host, "--host")]
+    for node, key, value, flag in (
+        ("tcp", "port", args.port, "--port"),
+        ("tcp", "service_name", args.service_name, "--service-name"),
+        ("uds", "tester_id", args.tester_id, "--tester-id"),
+        ("uds", "ecu_id", args.ecu_id, "--ecu-id"),
+        ("uds", "functional_id", args.functional_id, "--functional-id"),
+        ("uds", "speed", args.speed, "--speed"),
+        ("uds", "seed", args.seed, "--seed"),
+    ):
+        if value is not None:
+            overrides.append((node, key, value, flag))
+    if args.no_loop:
+        overrides.append(("uds", "loop", False, "--no-loop"))
+    if args.no_zeroconf:
+        overrides.append(("tcp", "zeroconf", False, "--no-zeroconf"))
+    for node, key, value, flag in overrides:
+        target = nodes.get(node)
+        if not isinstance(target, dict):
+            doc.errors.append(
+                FlowError(Location(flag), f"{flag}: the flow has no node '{node}'", node)
+            )
+            continue
+        target[key] = value
+        doc.values[("nodes", node, key)] = Location(flag)
+        doc.keys[("nodes", node, key)] = Location(flag)
+    if args.verbose:
+        nodes["debug"] = {"type": "debug"}
+        doc.values[("nodes", "debug")] = Location("-v")
+        uds = nodes.get("uds")
+        if isinstance(uds, dict):
+            wires = uds.get("wires")
+            uds["wires"] = [*wires, "debug"] if isinstance(wires, list) else ["tcp", "debug"]
+            doc.values[("nodes", "uds", "wires")] = Location("-v")
+    apply_sets(doc, args.set)
+    return compile_document(doc)
+
+
+def cmd_uds_sim(args: argparse.Namespace) -> int:
+    try:
+        flow = build_flow(args)
+    except FlowErrors as errors:
+        print_errors(errors)
+        return 1
+    return run_flow(flow, args.stats_interval)
+
+
+def register(sub: Any) -> None:
+    p = add_command(
+        sub,
+        "uds-sim",
+        cmd_uds_sim,
+        "mock ECUconnect logger: simulated UDS reprogramming sessions and OBD-II polling "
+        "served over TCP (flows/uds-mock.yaml)",
+        EXAMPLES,
+    )
+    p.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        help="TCP port, or 'auto' = first free port >= 42420 (default auto)",
+    )
+    p.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default %(default)s: all IPv4)"
+    )
+    p.add_argument(
+        "--tester-id", type=_can_id, metavar="ID", help="tester request id (default 0x7E0)"
+    )
+    p.add_argument("--ecu-id", type=_can_id, metavar="ID", help="ECU response id (default 0x7E8)")
+    p.add_argument(
+        "--functional-id", type=_can_id, metavar="ID", help="OBD-II functional id (default 0x7DF)"
+    )
+    p.add_argument(
+        "-s", "--speed", type=_speed, metavar="X", help="time factor, 2.0 = twice as fast"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="print every frame (adds a debug node)"
+    )
+    p.add_argument("--no-loop", action="store_true", help="play one session, then exit")
+    p.add_argument(
+        "--service-name",
+        metavar="NAME",
+        help="zeroconf instance name, must start with 'ECUconnect-Logger'; placeholders "
+        "{hostname}, {port} (default 'ECUconnect-Logger Mock-UDS {hostname}:{port}')",
+    )
+    p.add_argument("--no-zeroconf", action="store_true", help="do not advertise by zeroconf")
+    p.add_argument("--seed", type=int, help="random seed: the same seed gives the same traffic")
+    add_set_option(p)
+    add_run_options(p)
