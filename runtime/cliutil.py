@@ -27,9 +27,11 @@ __all__ = [
     "add_run_options",
     "add_set_option",
     "compile_data",
+    "compile_doc",
     "compile_path",
     "positive_float",
     "print_errors",
+    "run_document",
     "run_flow",
     "serve",
     "setup_logging",
@@ -214,13 +216,26 @@ async def serve(
     return 0
 
 
-def compile_data(data: dict[str, Any], path: str) -> CompiledFlow | None:
-    """Validate a flow built in code (commands that assemble flows); print errors."""
+def compile_doc(doc: FlowDocument) -> CompiledFlow | None:
+    """Validate a loaded or assembled flow document; print every error and return None."""
     try:
-        return compile_document(FlowDocument(path=path, data=data))
+        return compile_document(doc)
     except FlowErrors as errors:
         print_errors(errors)
         return None
+
+
+def compile_data(data: dict[str, Any], path: str) -> CompiledFlow | None:
+    """Validate a flow built in code (commands that assemble flows); print errors."""
+    return compile_doc(FlowDocument(path=path, data=data))
+
+
+def run_document(doc: FlowDocument, stats_interval: float, duration: float | None = None) -> int:
+    """Validate and run a flow document: exit code 1 with every error printed, else the run's."""
+    flow = compile_doc(doc)
+    if flow is None:
+        return 1
+    return run_flow(flow, stats_interval, duration=duration)
 
 
 def run_flow(

@@ -20,11 +20,9 @@ from les02_flow.cliutil import (
     add_command,
     add_run_options,
     add_set_option,
-    print_errors,
-    run_flow,
+    run_document,
 )
-from les02_flow.compiler import compile_document
-from les02_flow.flowfile import FlowErrors, apply_sets, load_flow
+from les02_flow.flowfile import apply_sets, load_flow
 
 __all__ = ["AUTO_CANDIDATES", "ORDER", "auto_detect", "canlogger_sets", "flow_path", "register"]
 
@@ -144,12 +142,7 @@ def cmd_canlogger(args: argparse.Namespace) -> int:
                 wires = bus.get("wires")
                 bus["wires"] = [*(wires if isinstance(wires, list) else []), "verbose"]
                 nodes["verbose"] = {"type": "debug", "stream": "stdout"}
-    try:
-        flow = compile_document(doc)
-    except FlowErrors as errors:
-        print_errors(errors)
-        return 1
-    return run_flow(flow, args.stats_interval)
+    return run_document(doc, args.stats_interval)
 
 
 def register(sub: Any) -> None:

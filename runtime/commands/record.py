@@ -18,11 +18,9 @@ from les02_flow.cliutil import (
     add_run_options,
     add_set_option,
     positive_float,
-    print_errors,
-    run_flow,
+    run_document,
 )
-from les02_flow.compiler import compile_document
-from les02_flow.flowfile import FlowDocument, FlowErrors, apply_sets
+from les02_flow.flowfile import FlowDocument, apply_sets
 
 __all__ = ["ORDER", "record_flow", "register"]
 
@@ -63,12 +61,7 @@ def record_flow(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_record(args: argparse.Namespace) -> int:
     doc = FlowDocument(path="les02-flow record", data=record_flow(args))
     apply_sets(doc, args.set)
-    try:
-        flow = compile_document(doc)
-    except FlowErrors as errors:
-        print_errors(errors)
-        return 1
-    return run_flow(flow, args.stats_interval, duration=args.duration)
+    return run_document(doc, args.stats_interval, duration=args.duration)
 
 
 def register(sub: Any) -> None:

@@ -20,11 +20,9 @@ from les02_flow.cliutil import (
     add_command,
     add_run_options,
     add_set_option,
-    print_errors,
-    run_flow,
+    run_document,
 )
-from les02_flow.compiler import compile_document
-from les02_flow.flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
+from les02_flow.flowfile import FlowDocument, FlowError, Location, apply_sets, load_flow
 from les02_flow.registry import default_registry
 
 __all__ = ["ORDER", "register", "replace_sources", "replay_options"]
@@ -173,12 +171,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         doc = FlowDocument(path="les02-flow replay", data=standalone_flow(options))
     if doc.data is not None:
         apply_sets(doc, args.set)
-    try:
-        flow = compile_document(doc)
-    except FlowErrors as errors:
-        print_errors(errors)
-        return 1
-    return run_flow(flow, args.stats_interval)
+    return run_document(doc, args.stats_interval)
 
 
 def register(sub: Any) -> None:
