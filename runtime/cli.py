@@ -51,6 +51,11 @@ examples:
   les02-flow nodes ws_sink                               document one node type
   les02-flow tap --types position_sample                 print the live event stream
   les02-flow sim --interface socketcan --channel vcan0   put simulated LES02 traffic on a bus
+  les02-flow run flows/default.yaml --watch              re-deploy live when the file changes
+  les02-flow record s.log -i socketcan -c can0           record a bus (candump -L format)
+  les02-flow replay s.log --flow flows/default.yaml      run a recording through a flow
+  les02-flow canlogger -i socketcan -c can0              serve a bus to CANcorder (ECUconnect)
+  les02-flow rides data/rides.sqlite --since 2h          list detected rides
 """
 
 
