@@ -151,14 +151,40 @@ def _resolve_plain(text: str) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else text
 
 
+#: the only YAML tags a flow may use (explicitly or implicitly): plain data, never objects
+SAFE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq", "merge")
+)
+
+
 class _Builder:
     def __init__(self, doc: FlowDocument, env: Mapping[str, str]) -> None:
         self.doc = doc
         self.env = env
         self.constructor = SafeConstructor()
+        #: collections being built (an alias to one of them is a cycle)
+        self._active: set[int] = set()
 
     def build(self, node: Node, path: Path_) -> Any:
         self.doc.values[path] = _loc(self.doc, node)
+        if not self._tag_ok(node, path):
+            return None
+        if isinstance(node, (MappingNode, SequenceNode)):
+            if id(node) in self._active:  # e.g. `&a [*a]`: an alias inside itself
+                self.doc.errors.append(
+                    FlowError(_loc(self.doc, node), "recursive YAML alias", _node_of(path))
+                )
+                self.doc.poisoned.add(path)
+                return None
+            self._active.add(id(node))
+            try:
+                return self._build_collection(node, path)
+            finally:
+                self._active.discard(id(node))
+        return self._build_scalar(node, path)
+
+    def _build_collection(self, node: MappingNode | SequenceNode, path: Path_) -> Any:
         if isinstance(node, MappingNode):
             out: dict[Any, Any] = {}
             first: dict[Any, Location] = {}
@@ -179,10 +205,19 @@ class _Builder:
                 self.doc.keys[(*path, key)] = key_loc
                 out[key] = self.build(value_node, (*path, key))
             return out
-        if isinstance(node, SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+
+    def _build_scalar(self, node: Node, path: Path_) -> Any:
         assert isinstance(node, ScalarNode)
-        value = self.constructor.construct_object(node, deep=True)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:  # e.g. !!int abc
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.doc.errors.append(
+                FlowError(_loc(self.doc, node), f"invalid YAML value: {problem}", _node_of(path))
+            )
+            self.doc.poisoned.add(path)
+            return None
         if isinstance(value, str) and "$" in value:
             text, problems = substitute(value, self.env)
             for p in problems:
@@ -192,10 +227,27 @@ class _Builder:
                 return _resolve_plain(text) if node.style is None else text
         return value
 
+    def _tag_ok(self, node: Node, path: Path_) -> bool:
+        """Reject every tag but plain data (``!!python/object``, ``!custom``...), located."""
+        if node.tag in SAFE_TAGS:
+            return True
+        self.doc.errors.append(
+            FlowError(
+                _loc(self.doc, node),
+                f"YAML tag '{node.tag}' is not allowed: a flow file is plain data "
+                "(no objects, no code; node types come from the registry)",
+                _node_of(path),
+            )
+        )
+        self.doc.poisoned.add(path)
+        return False
+
     def build_key(self, node: Node, path: Path_) -> Any:
         if not isinstance(node, ScalarNode):
             self.doc.errors.append(FlowError(_loc(self.doc, node), "mapping keys must be scalars"))
             return f"<complex key at line {node.start_mark.line + 1}>"
+        if not self._tag_ok(node, path):
+            return f"<tagged key at line {node.start_mark.line + 1}>"
         key = self.constructor.construct_object(node)
         return key if isinstance(key, (str, int, float, bool)) else str(key)
 

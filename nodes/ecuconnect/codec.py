@@ -122,8 +122,8 @@ def encode(msg: can.Message) -> bytes:
     ts = msg.timestamp
     if not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
         raise EcuconnectProtocolError(f"timestamp {ts!r} is not a time >= 0")
-    ts_us = round(ts * 1_000_000)
-    if ts_us > _U64_MAX:
+    scaled = ts * 1_000_000
+    if not math.isfinite(scaled) or (ts_us := round(scaled)) > _U64_MAX:
         raise EcuconnectProtocolError(f"timestamp {ts!r} does not fit in 64 bits of µs")
     return HEADER.pack(ts_us, can_id, flags, n) + data
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
+import logging
 import socket
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -29,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import can
 from pydantic import Field, field_validator
 
-from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
+from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 
 from .broadcast import ClientBacklog, PacketBatch, Policy
 from .codec import EcuconnectProtocolError, encode
@@ -51,6 +53,8 @@ __all__ = [
     "EcuconnectTcpSink",
     "EcuconnectTcpSinkConfig",
     "bind_listener",
+    "keepalive_settings",
+    "parse_networks",
 ]
 
 #: ``port: auto`` tries this port first, then upwards (the seed's convention)
@@ -64,8 +68,74 @@ TRANSPORT_LOW_WATER = 16 * 1024
 FLUSH_TIMEOUT = 2.0
 #: seconds ``stop()`` waits for the zeroconf goodbye
 ZEROCONF_STOP_TIMEOUT = 4.0
-#: TCP keepalive: idle seconds, probe interval, probe count (where the OS supports them)
-KEEPALIVE = (10, 5, 3)
+#: TCP keepalive probes sent before a silent peer is declared dead
+KEEPALIVE_PROBES = 3
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def keepalive_settings(timeout: float) -> tuple[int, int, int, int]:
+    """``(TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT, TCP_USER_TIMEOUT ms)`` for a peer that
+    must be declared dead within about ``timeout`` seconds (pure).
+
+    Keepalive probes find a silent peer while the connection is idle; ``TCP_USER_TIMEOUT``
+    while sent data stays unacknowledged (a peer that is alive but does not read keeps
+    acknowledging, so it is left to the buffer ``policy``).
+
+    >>> keepalive_settings(30)
+    (15, 5, 3, 30000)
+    >>> keepalive_settings(2)
+    (1, 1, 3, 2000)
+    """
+    idle = max(1, int(timeout / 2))
+    interval = max(1, int(timeout / 2 / KEEPALIVE_PROBES))
+    return idle, interval, KEEPALIVE_PROBES, max(1, round(timeout * 1000))
+
+
+def parse_networks(items: list[str]) -> list[Network]:
+    """Client networks from an ``allow`` list (pure): CIDR or single addresses.
+
+    Host bits are allowed (``192.168.1.7/24`` means ``192.168.1.0/24``); a bad entry raises
+    ``ValueError`` naming it.
+
+    >>> [str(n) for n in parse_networks(["192.168.1.7/24", "127.0.0.1", "fd00::/8"])]
+    ['192.168.1.0/24', '127.0.0.1/32', 'fd00::/8']
+    >>> parse_networks(["10.0.0.0/33"])
+    Traceback (most recent call last):
+    ValueError: allow: '10.0.0.0/33' is not an IP network (e.g. 192.168.1.0/24 or 10.0.0.5)
+    """
+    out: list[Network] = []
+    for item in items:
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"allow: {item!r} is not an IP network (e.g. 192.168.1.0/24 or 10.0.0.5)"
+            ) from None
+    return out
+
+
+def peer_allowed(host: str, networks: list[Network]) -> bool:
+    """True when ``host`` (a peer address string) is in one of ``networks`` (pure).
+
+    IPv4 peers on a dual-stack ``::`` socket arrive as ``::ffff:a.b.c.d`` and match IPv4
+    networks. An empty list allows everyone.
+
+    >>> nets = parse_networks(["192.168.1.0/24"])
+    >>> peer_allowed("192.168.1.20", nets), peer_allowed("::ffff:192.168.1.20", nets)
+    (True, True)
+    >>> peer_allowed("10.0.0.1", nets), peer_allowed("not-an-ip", nets)
+    (False, False)
+    """
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in networks)
 
 
 class EcuconnectTcpSinkConfig(NodeConfig):
@@ -96,6 +166,19 @@ class EcuconnectTcpSinkConfig(NodeConfig):
     max_clients: int = Field(
         default=64, ge=1, description="Most clients at once; further ones are closed at once."
     )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Client networks allowed to connect (CIDR like 192.168.1.0/24, or single "
+        "addresses); others are closed at accept and counted in 'clients_denied'. Empty = "
+        "anyone who can reach `host`.",
+    )
+    dead_peer_timeout: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds after which a client that acknowledges nothing (unplugged, "
+        "powered off, out of Wi-Fi range) is dropped: TCP keepalive while idle, "
+        "TCP_USER_TIMEOUT while data is unacknowledged. null = the OS defaults (hours).",
+    )
     zeroconf: bool = Field(
         default=True,
         description="Advertise the logger by zeroconf/mDNS (_ecuconnect-log._tcp.local.) on the "
@@ -118,6 +201,12 @@ class EcuconnectTcpSinkConfig(NodeConfig):
             value = int(value.strip())
         if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= 65535:
             raise ValueError(f"port {value} is out of range (0..65535, or 'auto')")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
         return value
 
     @field_validator("service_name")
@@ -172,24 +261,31 @@ def bind_listener(host: str, port: int | Literal["auto"]) -> socket.socket:
     )
 
 
-def _tune(sock: Any) -> None:
-    """TCP_NODELAY and keepalive on a client socket (best effort)."""
+def _tune(sock: Any, dead_peer_timeout: float | None) -> None:
+    """TCP_NODELAY, keepalive and the dead-peer timeout on a client socket (best effort)."""
     if sock is None:
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle, interval, count = KEEPALIVE
+    if dead_peer_timeout is None:
+        return
+    idle, interval, count, user_timeout = keepalive_settings(dead_peer_timeout)
     for name, value in (
         ("TCP_KEEPIDLE", idle),
         ("TCP_KEEPINTVL", interval),
         ("TCP_KEEPCNT", count),
+        ("TCP_USER_TIMEOUT", user_timeout),
     ):
         opt = getattr(socket, name, None)
         if opt is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+def _host_of(addr: Any) -> str:
+    return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
 
 def _fmt_addr(addr: Any) -> str:
@@ -215,7 +311,7 @@ class _Client(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = _fmt_addr(transport.get_extra_info("peername"))
-        _tune(transport.get_extra_info("socket"))
+        _tune(transport.get_extra_info("socket"), self.sink.config.dead_peer_timeout)
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
         self.sink._connected(self)
 
@@ -257,8 +353,11 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     queued (``buffer`` bytes) and receives the backlog in one large write when its socket
     drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted in
     ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never
-    delayed. Client sockets have TCP_NODELAY and keepalive on. Connects and disconnects are
-    logged with the client totals. Clients beyond ``max_clients`` are closed at once.
+    delayed. Client sockets have TCP_NODELAY and keepalive on; a client that stops
+    acknowledging (unplugged, out of range) is dropped after ``dead_peer_timeout``. Connects
+    and disconnects are logged with the client totals. Clients beyond ``max_clients`` are
+    closed at once; with an ``allow`` list, clients from other networks are closed at accept
+    (counted in ``clients_denied``, logged rate-limited).
 
     ``port: auto`` binds the first free port from 42420 upwards, once. With ``zeroconf: true``
     the logger is advertised as ``_ecuconnect-log._tcp.local.`` with the instance name
@@ -270,7 +369,8 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
 
     Counters: ``out`` = frames handed to client sockets (one per client), ``dropped`` = frames
     a client did not get because of ``policy``; extra: ``clients_connected``,
-    ``clients_disconnected``, ``clients_refused``, ``clients_too_slow``, ``coalesced_writes``,
+    ``clients_disconnected``, ``clients_refused``, ``clients_denied``, ``clients_too_slow``,
+    ``coalesced_writes``,
     ``error_frames_skipped``, ``inbound_ignored_bytes``.
     """
 
@@ -293,6 +393,11 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         "  policy: disconnect\n"
         "  max_clients: 4\n"
         "  zeroconf: false\n",
+        "tcp:\n"
+        "  type: ecuconnect_tcp_sink\n"
+        "  host: 0.0.0.0\n"
+        "  allow: [192.168.1.0/24, 10.0.0.5]\n"
+        "  dead_peer_timeout: 20\n",
     )
 
     def __init__(self, node_id: str, config: EcuconnectTcpSinkConfig, ctx: Context) -> None:
@@ -309,6 +414,8 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self._zc_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = False
+        self._allow = parse_networks(config.allow)
+        self._deny_log = RateLimitedLog(ctx.logger)
         #: set when the zeroconf registration attempt ended (registered or failed)
         self.zeroconf_done: asyncio.Event | None = None
 
@@ -503,6 +610,16 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     def _connected(self, client: _Client) -> None:
         assert client.transport is not None
         if self._stopping:
+            client.transport.abort()
+            return
+        if not peer_allowed(_host_of(client.transport.get_extra_info("peername")), self._allow):
+            self.counters.bump("clients_denied")
+            self._deny_log(
+                logging.WARNING,
+                "ecuconnect_tcp_sink '%s': refused client %s: not in the allow list",
+                self.node_id,
+                client.peer,
+            )
             client.transport.abort()
             return
         if len(self._clients) >= self.config.max_clients:

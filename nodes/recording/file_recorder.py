@@ -98,12 +98,19 @@ class FileRecorder(Node[FileRecorderConfig]):
     everything accepted is written and the file is finalised (BLF header, ASC end marker); the
     process does not exit before that.
 
+    A write error while recording (disk full, read-only file system) is logged (rate-limited)
+    and counted (``errors``, ``write_errors``; the lost messages in ``dropped``); the rest of
+    the flow keeps running, and the recorder retries with backoff (0.5 s doubling up to 5 s)
+    in a NEW file (the path's next name, e.g. ``rec_1.log``) -- recording resumes by itself
+    when space returns (``recoveries``).
+
     Rotation: ``max_bytes`` and/or ``max_seconds`` start a new file, numbered
     (``rec-001.log``, ``rec-002.log``, or ``{n}`` in the path) or time-stamped (``{time:...}``
     in the path). An unwritable path fails at start with a clear error.
 
     Counters: ``written`` (messages in the files), ``bytes``, ``files``, ``unsupported``
-    (frames the format cannot hold, e.g. CAN FD in .trc), ``dropped``, ``errors``.
+    (frames the format cannot hold, e.g. CAN FD in .trc), ``dropped``, ``errors``,
+    ``write_errors``, ``recoveries``.
     """
 
     type_name: ClassVar[str] = "file_recorder"
@@ -128,6 +135,8 @@ class FileRecorder(Node[FileRecorderConfig]):
         self.accepted = 0  #: messages handed to the writer thread
         self._drop_log = RateLimitedLog(ctx.logger)
         self._kind_log = RateLimitedLog(ctx.logger)
+        self._write_log = RateLimitedLog(ctx.logger)
+        self._discarded_seen = 0
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         return {}
@@ -232,14 +241,30 @@ class FileRecorder(Node[FileRecorderConfig]):
         extra["files"] = stats.files
         if stats.unsupported:
             extra["unsupported"] = stats.unsupported
-        if thread.error is not None and "write_failed" not in extra:
-            extra["write_failed"] = 1
-            self.counters.errors += 1
-            self.log.error(
-                "file_recorder '%s': writing %s failed: %s -- recording stopped",
+        failures = thread.failures
+        if failures > extra.get("write_errors", 0):
+            self.counters.errors += failures - extra.get("write_errors", 0)
+            extra["write_errors"] = failures
+            error = thread.error
+            self._write_log(
+                logging.ERROR,
+                "file_recorder '%s': writing %s failed: %s -- messages are dropped (counted) "
+                "and the recorder retries in a new file",
+                self.node_id,
+                (thread.stats.paths or [self.config.path])[-1],
+                error if error is not None else "error",
+            )
+        discarded = thread.discarded
+        if discarded > self._discarded_seen:
+            self.counters.dropped += discarded - self._discarded_seen
+            self._discarded_seen = discarded
+        if thread.recoveries > extra.get("recoveries", 0):
+            extra["recoveries"] = thread.recoveries
+            self.log.warning(
+                "file_recorder '%s': recording again, to %s (%d message(s) lost meanwhile)",
                 self.node_id,
                 thread.files.current or self.config.path,
-                thread.error,
+                discarded,
             )
 
     async def stop(self) -> None:

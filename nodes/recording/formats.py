@@ -281,6 +281,10 @@ class FrameFileWriter:
             if self._gz is not None and not self._gz.closed:
                 self._gz.close()
         finally:
+            for stream in (self._text, self._gz):  # after an error (disk full) above
+                if stream is not None and not stream.closed:
+                    with contextlib.suppress(Exception):
+                        stream.close()
             if self._raw is not None and not self._raw.closed:
                 self._raw.close()
 

@@ -248,8 +248,18 @@ class RecordingFiles:
         """Finalise the current file (idempotent)."""
         self._close_current()
 
+    def abandon(self) -> None:
+        """After a write error: close the current file as well as possible, ignoring errors
+        (a full disk cannot take the rest); the next :meth:`write` starts a new file."""
+        with contextlib.suppress(Exception):
+            self._close_current()
+        self._writer = None
+
 
 _STOP = object()
+#: seconds between attempts to write again after a write error (doubling up to the max)
+RETRY_INITIAL = 0.5
+RETRY_MAX = 5.0
 
 
 class WriterThread:
@@ -259,14 +269,24 @@ class WriterThread:
     caller counts the batch as dropped); :meth:`close` hands over the end marker, waiting for
     room if needed, and returns at once; :meth:`join` waits (bounded) until every batch already
     submitted is written and the file closed. The thread is not a daemon: the process does not
-    exit before what was accepted is on disk. A write error is kept in :attr:`error`; the thread
-    then discards further batches (counted in :attr:`discarded`).
+    exit before what was accepted is on disk.
+
+    A write error (disk full, file system gone read-only, file size limit) is kept in
+    :attr:`error` and counted in :attr:`failures`; the failed batch and the batches that arrive
+    before the next attempt are discarded (counted in :attr:`discarded`). The current file is
+    closed as well as possible and, after ``RETRY_INITIAL`` seconds doubling up to
+    ``RETRY_MAX``, the next batch is written to a NEW file (the template's next name); when
+    that works :attr:`error` is cleared and :attr:`recoveries` counts it.
     """
 
     def __init__(self, files: RecordingFiles, max_batches: int, name: str = "recorder") -> None:
         self.files = files
         self.error: BaseException | None = None
         self.discarded = 0
+        self.failures = 0
+        self.recoveries = 0
+        self._retry_at = 0.0
+        self._delay = RETRY_INITIAL
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_batches))
         self._thread = threading.Thread(target=self._run, name=name, daemon=False)
         self._closing = False
@@ -317,14 +337,23 @@ class WriterThread:
                 batch = get()
                 if batch is _STOP:
                     break
-                if self.error is not None:
+                if self.error is not None and time.monotonic() < self._retry_at:
                     self.discarded += len(batch)
                     continue
                 try:
                     files.write(batch)
                 except Exception as exc:
                     self.error = exc
+                    self.failures += 1
                     self.discarded += len(batch)
+                    files.abandon()
+                    self._retry_at = time.monotonic() + self._delay
+                    self._delay = min(self._delay * 2, RETRY_MAX)
+                else:
+                    if self.error is not None:
+                        self.error = None
+                        self.recoveries += 1
+                    self._delay = RETRY_INITIAL
         finally:
             try:
                 files.close()

@@ -36,6 +36,7 @@ from les02_flow.events import encode_event
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
 
 __all__ = [
+    "BURST_SLACK",
     "FLUSH_TIMEOUT",
     "OutboundBuffer",
     "Policy",
@@ -51,6 +52,10 @@ Policy = Literal["drop_oldest", "disconnect"]
 FLUSH_TIMEOUT = 2.0
 #: seconds a closing handshake may take before the TCP connection is aborted
 CLOSE_TIMEOUT = 2.0
+#: messages a client may queue beyond ``buffer`` while its writer is NOT behind (it just has
+#: not run yet because the upstream handed over a burst in one loop iteration; can_source
+#: hands over at most 4 x 512 frames at once)
+BURST_SLACK = 4096
 #: a close reason must fit in a control frame: 125 bytes minus the 2-byte code
 _MAX_REASON_BYTES = 123
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -120,10 +125,15 @@ class OutboundBuffer:
     """Bounded FIFO of encoded messages waiting for one client (plain Python, no asyncio).
 
     :meth:`push` never blocks. When the buffer already holds ``capacity`` messages, the policy
-    applies: ``drop_oldest`` discards the oldest queued message (counted in :attr:`dropped`)
+    applies: ``drop_oldest`` discards the oldest queued messages (counted in :attr:`dropped`)
     and keeps the new one; ``disconnect`` discards everything, marks the buffer
     :attr:`overflowed` and returns ``False``: the caller must disconnect that client. An
     overflowed buffer refuses further messages (``push`` returns ``False`` and counts them).
+
+    ``push(item, burst=True)`` says the consumer is not behind -- it has simply not run since
+    a burst began (a whole batch of frames handed over in one event-loop iteration): then the
+    buffer may hold up to ``capacity + BURST_SLACK`` messages before the policy applies, so a
+    client that keeps up never loses messages to the burst size.
 
     >>> buf = OutboundBuffer(2, "drop_oldest")
     >>> [buf.push(m) for m in (b"1", b"2", b"3")], list(buf), buf.dropped
@@ -131,6 +141,9 @@ class OutboundBuffer:
     >>> buf = OutboundBuffer(2, "disconnect")
     >>> [buf.push(m) for m in (b"1", b"2", b"3")], list(buf), buf.dropped, buf.overflowed
     ([True, True, False], [], 3, True)
+    >>> buf = OutboundBuffer(2, "disconnect")
+    >>> [buf.push(m, burst=True) for m in (b"1", b"2", b"3")], len(buf), buf.dropped
+    ([True, True, True], 3, 0)
     """
 
     def __init__(self, capacity: int, policy: Policy) -> None:
@@ -140,21 +153,25 @@ class OutboundBuffer:
         self.policy: Policy = policy
         self.dropped = 0
         self.overflowed = False
-        self._items: deque[bytes] = deque(maxlen=capacity)
+        self._items: deque[bytes] = deque()
 
-    def push(self, item: bytes) -> bool:
+    def push(self, item: bytes, *, burst: bool = False) -> bool:
         """Queue ``item``; ``False`` means the client overflowed under ``disconnect``."""
         if self.overflowed:
             self.dropped += 1
             return False
-        if len(self._items) >= self.capacity:
+        items = self._items
+        n = len(items)
+        if n >= self.capacity and not (burst and n < self.capacity + BURST_SLACK):
             if self.policy == "disconnect":
-                self.dropped += len(self._items) + 1
-                self._items.clear()
+                self.dropped += n + 1
+                items.clear()
                 self.overflowed = True
                 return False
-            self.dropped += 1  # deque(maxlen) discards the oldest on append
-        self._items.append(item)
+            while len(items) >= self.capacity:
+                items.popleft()
+                self.dropped += 1
+        items.append(item)
         return True
 
     def pop(self) -> bytes:
@@ -257,6 +274,8 @@ class _Client:
     shutdown: bool = False
     #: why the server dropped this client, for the disconnect log line
     kicked: str = ""
+    #: the writer is suspended in ``send``: the connection is above its write limit (behind)
+    blocked: bool = False
 
 
 class WsSink(Node[WsSinkConfig]):
@@ -273,9 +292,12 @@ class WsSink(Node[WsSinkConfig]):
     messages) drained by its own writer task. When a client cannot keep up and its buffer is
     full, ``policy: drop_oldest`` drops its oldest queued messages (counted in ``dropped`` and
     logged per client on disconnect) and ``policy: disconnect`` closes it with code 1008 "too
-    slow". Other clients are never delayed. Writers run between messages, so ``buffer`` must
-    also hold the largest burst the upstream hands over at once (the default 1000 is two
-    seconds of a 500 Hz bus). Inbound messages are read and ignored; one larger
+    slow". Other clients are never delayed. A client counts as behind only while its
+    connection is above its write limit; a burst the upstream hands over in one loop
+    iteration may exceed ``buffer`` by up to 4096 messages for a client that keeps up, so a
+    fast client never loses messages to burst size. Memory per client is therefore bounded by
+    ``buffer`` (+ the burst) queued messages -- the encoded bytes are shared by all clients --
+    plus websockets' 32 KiB write buffer. Inbound messages are read and ignored; one larger
     than ``max_message_size`` closes that client (1009). Beyond ``max_clients`` new clients
     are closed with code 1013. On stop, queued messages are flushed (at most 2 s) and clients
     are closed with code 1001 "server shutting down".
@@ -429,7 +451,7 @@ class WsSink(Node[WsSinkConfig]):
                     self.report_error(message, exc)
                     return
             before = client.buffer.dropped
-            if client.buffer.push(data):
+            if client.buffer.push(data, burst=not client.blocked):
                 self.counters.dropped += client.buffer.dropped - before
                 client.wake.set()
             else:
@@ -548,7 +570,9 @@ class WsSink(Node[WsSinkConfig]):
         try:
             while True:
                 while buffer:
+                    client.blocked = True
                     await ws.send(buffer.pop(), text=True)
+                    client.blocked = False
                     self.counters.emitted += 1
                 if client.shutdown:
                     await ws.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -1,0 +1,1 @@
+"""Faithful re-implementations of the seed programs, as peers for the benchmarks."""
