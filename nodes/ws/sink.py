@@ -30,6 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin
 
 from les02_flow.events import encode_event
@@ -183,6 +184,31 @@ class OutboundBuffer:
 
     def __iter__(self) -> Any:
         return iter(self._items)
+
+    def take_all(self) -> list[bytes]:
+        """Every queued message, oldest first; the buffer is empty afterwards."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) as a server sends it.
+
+    Server frames are never masked, so the bytes are the same for every client: the sink
+    builds them once per event.
+
+    >>> text_frame(b"hi")
+    b'\\x81\\x02hi'
+    >>> text_frame(bytes(200))[:4], text_frame(bytes(70000))[:10]
+    (b'\\x81~\\x00\\xc8', b'\\x81\\x7f\\x00\\x00\\x00\\x00\\x00\\x01\\x11p')
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 def _clip(text: str, limit: int = 40) -> str:
@@ -446,7 +472,7 @@ class WsSink(Node[WsSinkConfig]):
                 continue
             if data is None:
                 try:
-                    data = encode_event(message).encode()
+                    data = text_frame(encode_event(message).encode())
                 except (TypeError, ValueError) as exc:
                     self.report_error(message, exc)
                     return
@@ -563,17 +589,30 @@ class WsSink(Node[WsSinkConfig]):
     async def _write(self, client: _Client) -> None:
         """Drain one client's buffer into its connection until it closes.
 
-        ``send`` only suspends when the connection's write buffer is above its high-water mark,
-        so a backlog goes out in one pass without a loop iteration per message.
+        The buffer holds ready-made text frames (built once per event for all clients), so
+        everything queued goes out in ONE transport write per wake-up -- one system call per
+        client per loop iteration instead of one per message. While the connection's write
+        buffer is above its high-water mark (the client is behind) the writer waits for it to
+        drain, and the buffer policy applies to what accumulates meanwhile. Frames are written
+        only while the connection is OPEN, so they never follow a close frame; websockets
+        still does the handshake, pings and the closing handshake.
         """
         ws, buffer, wake = client.ws, client.buffer, client.wake
+        transport = ws.transport
         try:
             while True:
                 while buffer:
-                    client.blocked = True
-                    await ws.send(buffer.pop(), text=True)
-                    client.blocked = False
-                    self.counters.emitted += 1
+                    if ws.protocol.state is not State.OPEN:
+                        return
+                    if ws.paused:  # behind: let the socket drain first
+                        client.blocked = True
+                        await ws.drain()
+                        client.blocked = False
+                        continue
+                    frames = buffer.take_all()
+                    transport.write(b"".join(frames))
+                    self.counters.emitted += len(frames)
+                    await asyncio.sleep(0)  # let pause_writing() and other clients run
                 if client.shutdown:
                     await ws.close(CloseCode.GOING_AWAY, "server shutting down")
                     return
