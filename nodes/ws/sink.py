@@ -353,6 +353,7 @@ class WsSink(Node[WsSinkConfig]):
         self._clients: dict[_Client, None] = {}  # insertion-ordered set
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._flush_pending = False
         self._token: bytes | None = None
 
     @property
@@ -479,10 +480,34 @@ class WsSink(Node[WsSinkConfig]):
             before = client.buffer.dropped
             if client.buffer.push(data, burst=not client.blocked):
                 self.counters.dropped += client.buffer.dropped - before
-                client.wake.set()
             else:
                 self.counters.dropped += client.buffer.dropped - before
                 self._kick_slow(client)
+        if data is not None and not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Once per loop iteration with new events: one transport write per client.
+
+        Clients that are behind (their socket's write buffer is above the high-water mark)
+        are left to their writer task, which waits for the socket to drain.
+        """
+        self._flush_pending = False
+        emitted = 0
+        for client in self._clients:
+            if not client.buffer or client.blocked:
+                continue
+            ws = client.ws
+            if ws.protocol.state is not State.OPEN:
+                continue
+            if ws.paused:
+                client.wake.set()
+                continue
+            frames = client.buffer.take_all()
+            ws.transport.write(b"".join(frames))
+            emitted += len(frames)
+        self.counters.emitted += emitted
 
     def _kick_slow(self, client: _Client) -> None:
         """Disconnect a client whose buffer overflowed under ``policy: disconnect``."""
@@ -587,15 +612,16 @@ class WsSink(Node[WsSinkConfig]):
             )
 
     async def _write(self, client: _Client) -> None:
-        """Drain one client's buffer into its connection until it closes.
+        """A client's writer: takes over while the client is behind, and closes it on stop.
 
-        The buffer holds ready-made text frames (built once per event for all clients), so
-        everything queued goes out in ONE transport write per wake-up -- one system call per
-        client per loop iteration instead of one per message. While the connection's write
-        buffer is above its high-water mark (the client is behind) the writer waits for it to
-        drain, and the buffer policy applies to what accumulates meanwhile. Frames are written
-        only while the connection is OPEN, so they never follow a close frame; websockets
-        still does the handshake, pings and the closing handshake.
+        The buffer holds ready-made text frames (built once per event for all clients). In
+        the normal case :meth:`_flush` writes a client's whole queue in ONE transport write per
+        loop iteration -- one system call per client, not per message, and no task switch.
+        When the connection's write buffer is above its high-water mark (the client is
+        behind), :meth:`_flush` wakes this task, which waits for the socket to drain; the
+        buffer policy applies to what accumulates meanwhile. Frames are written only while the
+        connection is OPEN, so they never follow a close frame; websockets still does the
+        handshake, pings and the closing handshake.
         """
         ws, buffer, wake = client.ws, client.buffer, client.wake
         transport = ws.transport
