@@ -18,6 +18,7 @@ from reactivex import Observable
 
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 from les02_flow.nodes.les02.elevator import DEFAULT_FLOORS_MM, ElevatorParams, ElevatorSim
+from les02_flow.pacing import paced
 
 __all__ = ["Les02Sim", "Les02SimConfig"]
 
@@ -215,18 +216,8 @@ class Les02Sim(Node[Les02SimConfig]):
         speed = self.config.speed
         t0 = loop.time() + self.config.start_delay
         counters = self.counters
-        burst = 0
         try:
-            for frame in self.sim.frames():
-                due = t0 + frame.t / speed
-                now = loop.time()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                    burst = 0
-                elif burst >= _BURST:
-                    await asyncio.sleep(0)  # far behind: let the rest of the loop run
-                    burst = 0
-                burst += 1
+            async for frame in paced(self.sim.frames(), lambda f: f.t / speed, t0, _BURST):
                 msg = can.Message(
                     arbitration_id=frame.can_id, data=frame.data, is_extended_id=False
                 )

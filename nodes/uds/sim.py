@@ -22,6 +22,7 @@ from reactivex.subject import Subject
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 from les02_flow.nodes.uds.generator import Frame, UdsSimParams, UdsTrafficGenerator
 from les02_flow.nodes.uds.isotp import DEFAULT_PADDING
+from les02_flow.pacing import paced
 
 __all__ = ["UdsSim", "UdsSimConfig"]
 
@@ -223,22 +224,15 @@ class UdsSim(Node[UdsSimConfig]):
         t0 = loop.time()
         wall0 = time.time()
         emit = self._subject.on_next
-        burst = 0
         sent = 0
+
+        def offset(frame: Frame) -> float:
+            return frame.t_us / 1_000_000 / speed
+
         try:
-            for frame in frames:
-                offset = frame.t_us / 1_000_000 / speed
-                due = t0 + offset
-                now = loop.time()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                    burst = 0
-                elif burst >= _BURST:
-                    await asyncio.sleep(0)  # far behind: let the rest of the loop run
-                    burst = 0
-                burst += 1
+            async for frame in paced(frames, offset, t0, _BURST):
                 msg = can.Message(
-                    timestamp=wall0 + offset,
+                    timestamp=wall0 + offset(frame),
                     arbitration_id=frame.can_id,
                     is_extended_id=False,
                     data=frame.data,
