@@ -8,6 +8,8 @@ les02_parse -> ride_detect -> ws_sink and ride_store; can_source -> file_recorde
 ecuconnect_tcp_sink), with these ``--set`` overrides: ``sim.disabled=true``, a private bus
 channel, ``ws.host=127.0.0.1 ws.port=0 ws.ping_interval=null``, ``tcp.port=0``, and store /
 recorder paths under ``--tmp``. Started by :mod:`bench.live`; not meant to be run by hand.
+With ``BENCH_DIAGNOSE=1`` it prints loop stalls and GC pauses to stderr
+(:mod:`bench.diagnose`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.diagnose import Diagnostics
 from bench.traffic import (
     PacedSender,
     cpu_seconds,
@@ -31,7 +34,7 @@ from bench.traffic import (
     thread_cpu,
     thread_shares,
 )
-from les02_flow.cliutil import compile_path
+from les02_flow.cliutil import compile_path, settle_heap
 from les02_flow.engine import Engine
 
 FLOW = str(Path(__file__).resolve().parent.parent / "flows" / "default.yaml")
@@ -78,6 +81,7 @@ async def run(rate: float, duration: float, tmp: str, ws_clients: int, tcp_clien
     traffic = les02_traffic(rate, duration)
     engine = Engine(flow)
     await engine.start()
+    settle_heap()  # as `les02-flow run` does after start
     try:
         nodes = engine.nodes
         ws, tcp = nodes["ws"], nodes["tcp"]
@@ -92,6 +96,8 @@ async def run(rate: float, duration: float, tmp: str, ws_clients: int, tcp_clien
                 return 1
             await asyncio.sleep(0.01)
         counters = engine.counters()
+        diagnostics = Diagnostics()
+        diagnostics.start(loop)
         sender = PacedSender(channel, traffic)
         c0, t0, th0 = cpu_seconds(), time.perf_counter(), thread_cpu()
         sender.start()
@@ -107,6 +113,7 @@ async def run(rate: float, duration: float, tmp: str, ws_clients: int, tcp_clien
                 break
             await asyncio.sleep(0.01)
         drained = time.perf_counter() - t1
+        diagnostics.report()
         emit(
             {
                 "sent": stats.sent,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import logging.handlers
 import os
@@ -144,6 +145,19 @@ async def _reloader(engine: Engine, reload: Reload, trigger: asyncio.Event) -> N
             log.exception("flow re-deploy failed: %s", exc)
 
 
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's reach.
+
+    Modules, node configs, compiled schemas and buffers built at start live for the whole
+    run; a full (generation 2) collection would scan them all and stall the event loop:
+    measured 56 ms at 16,000 frames/s in ``bench.live``. ``gc.freeze()`` after start leaves
+    the collector only what the stream allocates afterwards (3 ms). Called once by
+    :func:`serve` after the engine started.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     flow: CompiledFlow,
     stats_interval: float,
@@ -186,6 +200,7 @@ async def serve(
         for sig in signals:
             loop.remove_signal_handler(sig)
         return 1
+    settle_heap()
     if reload is not None:
         helpers.append(asyncio.create_task(_reloader(engine, reload, trigger)))
         if reload.watch:

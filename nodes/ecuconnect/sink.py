@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 import can
 from pydantic import Field, field_validator
 
+from les02_flow.flushing import FlushScheduler
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 
 from .broadcast import ClientBacklog, PacketBatch, Policy
@@ -409,7 +410,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self._server: asyncio.Server | None = None
         self._clients: dict[_Client, None] = {}
         self._batch = PacketBatch()
-        self._flush_handle: asyncio.Handle | None = None
+        self._flusher: FlushScheduler | None = None
         self._advertiser: Advertiser | None = None
         self._zc_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -552,9 +553,8 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if self._flusher is not None:
+            self._flusher.cancel()
 
     # -- stream ----------------------------------------------------------------------------
 
@@ -574,12 +574,19 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
             self.report_error(message, exc)
             return
         self._batch.add(packet)
-        if self._flush_handle is None:
-            self._flush_handle = self.ctx.get_loop().call_soon(self._flush)
+        if self._flusher is None:
+            self._flusher = FlushScheduler(self.ctx.get_loop(), self._flush)
+        self._flusher.request()
 
     def _flush(self) -> None:
-        """Send the batch: one joined ``bytes`` offered to every client."""
-        self._flush_handle = None
+        """Send the batch: one joined ``bytes`` offered to every client.
+
+        Runs on the next loop iteration after a frame, but at most once per millisecond
+        (:class:`les02_flow.flushing.FlushScheduler`): under load, a millisecond of frames goes
+        out in one write per client.
+        """
+        if self._flusher is not None:
+            self._flusher.flushed()
         data, n = self._batch.take()
         if not n:
             return

@@ -74,6 +74,7 @@ from les02_flow.events import Event, make_event
 
 __all__ = [
     "CHANNELS",
+    "MAX_FIT_POINTS",
     "MAX_RAW",
     "RIDE_NAMESPACE",
     "DetectorParams",
@@ -97,6 +98,10 @@ _REST_SPAN: Final = 0.3
 #: rest-noise allowance is capped at this many counts
 _MAX_SPREAD: Final = 5
 _GOLDEN: Final = (math.sqrt(5.0) - 1.0) / 2.0
+#: most points an onset fit uses; denser data is thinned evenly (the LES02's 250 Hz gives
+#: ~215 points over fit_search + fit_span, so its fits use every sample). Without the cap the
+#: fit's cost grows with the sample rate (66 ms per ride start at 8 kHz per channel).
+MAX_FIT_POINTS: Final = 256
 
 
 def ride_id(source: str, channel: str, start_ts: float) -> str:
@@ -311,6 +316,8 @@ def fit_onset(
     ``d = k * max(t - t0, 0) ** n``; ``t0``, ``k`` and ``n`` (one of 1, 1.5, 2, 2.5, 3, 3.5) are
     chosen by least squares, preferring ``n = 3`` (jerk-limited) unless another
     exponent's residual is below 0.6 times its. With no usable points, ``upper`` is returned.
+    More than :data:`MAX_FIT_POINTS` points are thinned evenly (every k-th point), which
+    bounds the cost per fit whatever the sample rate.
 
     >>> pts = [(k * 0.004 - 0.3, float(round(200 * max(k * 0.004 - 0.3 + 0.2, 0) ** 3)))
     ...        for k in range(150)]
@@ -319,6 +326,8 @@ def fit_onset(
     """
     if upper <= lower or not points:
         return upper
+    if len(points) > MAX_FIT_POINTS:
+        points = points[:: -(-len(points) // MAX_FIT_POINTS)]
     ts = [p[0] for p in points]
     ds = [p[1] for p in points]
     fits: dict[float, tuple[float, float]] = {}

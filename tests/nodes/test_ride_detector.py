@@ -9,7 +9,13 @@ import pytest
 
 from les02_flow.events import Event
 from les02_flow.nodes.les02.elevator import SCurve
-from les02_flow.nodes.rides.detector import DetectorParams, RideDetector, fit_onset, ride_id
+from les02_flow.nodes.rides.detector import (
+    MAX_FIT_POINTS,
+    DetectorParams,
+    RideDetector,
+    fit_onset,
+    ride_id,
+)
 
 T0 = 1_737_000_000.0
 TICK = 0.002  # interleaved: master at even ticks, slave at odd ticks (250 Hz each)
@@ -222,3 +228,18 @@ def test_params_are_validated() -> None:
 def test_fit_onset_recovers_a_quadratic_start() -> None:
     pts = [(k * 0.004 - 0.3, float(round(400 * max(k * 0.004 - 0.2, 0) ** 2))) for k in range(150)]
     assert fit_onset(pts, -0.6, 0.0) == pytest.approx(-0.1, abs=0.01)
+
+
+def test_fit_onset_on_dense_data_is_thinned_and_stays_accurate() -> None:
+    # 8 kHz samples of a jerk-limited start at t = -0.2 s: 6,800 points over the search
+    # window. The fit must thin them (bounded cost whatever the rate) and still find the onset.
+    pts = [
+        (k / 8000 - 0.6, float(round(200 * max(k / 8000 - 0.6 + 0.2, 0) ** 3 * 50)))
+        for k in range(6800)
+    ]
+    assert len(pts) > 20 * MAX_FIT_POINTS
+    assert fit_onset(pts, -0.6, 0.25) == pytest.approx(-0.2, abs=0.005)
+    thinned = pts[:: -(-len(pts) // MAX_FIT_POINTS)]
+    assert len(thinned) <= MAX_FIT_POINTS
+    # the result is exactly the fit over the evenly thinned points
+    assert fit_onset(pts, -0.6, 0.25) == fit_onset(thinned, -0.6, 0.25)
