@@ -1,12 +1,13 @@
 """``make bench``: run the benchmarks, print their tables, append them to bench/RESULTS.md.
 
-    python -m bench                 # all of them (about 7 minutes)
+    python -m bench                 # all of them (about 8 minutes)
     python -m bench micro live      # some of them
     make bench ARGS="live"
 
-Names: micro, rides, ecuconnect, recording, live (each also runs alone as
+Names: micro, rides, ecuconnect, recording, live, floor (each also runs alone as
 ``python -m bench.<name>``). ``live`` runs the live pipeline against the seed design
-(bench/live.py; ``python -m bench.live --quick`` or ``--profile DIR`` for variants).
+(bench/live.py; ``python -m bench.live --quick`` or ``--profile DIR`` for variants);
+``floor`` measures the least CPU any Python server pays at 500 frames/s for 12 clients.
 """
 
 from __future__ import annotations
@@ -76,12 +77,19 @@ def _live(command: str) -> Rows:
     return live.main(command=command)
 
 
+def _floor(command: str) -> Rows:
+    from bench import floor
+
+    return floor.main()
+
+
 BENCHMARKS: dict[str, Callable[[str], Rows]] = {
     "micro": _micro,
     "rides": _rides,
     "ecuconnect": _ecuconnect,
     "recording": _recording,
     "live": _live,
+    "floor": _floor,
 }
 
 

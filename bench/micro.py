@@ -2,8 +2,9 @@
 
     python -m bench.micro            # or: make bench
 
-Measures LES02 decoding, event JSON encoding, and the engine's per-node overhead: a chain of
-N pass-through nodes against a bare reactivex chain of N ``map`` operators fed the same way.
+Measures LES02 decoding, ride detection (one channel of a simulated LES02 with trips), event
+JSON encoding, ECUconnect packet encoding, and the engine's per-node overhead: a chain of N
+pass-through nodes against a bare reactivex chain of N ``map`` operators fed the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from les02_flow.engine import Engine
 from les02_flow.events import encode_event, make_event
 from les02_flow.flowfile import FlowDocument
 from les02_flow.node import Kind, Node, NodeConfig
+from les02_flow.nodes.ecuconnect.codec import encode as ecuconnect_encode
 from les02_flow.nodes.les02.codec import Les02Decoder
+from les02_flow.nodes.les02.elevator import ElevatorParams, ElevatorSim
+from les02_flow.nodes.rides.detector import DetectorParams, RideDetector
 from les02_flow.registry import Registry
 
 N = 200_000
@@ -57,6 +61,52 @@ def bench_decode() -> float:
         decode = decoder.decode
         for f in frames:
             decode(f)
+
+    return per_message_us(run, N)
+
+
+def bench_rides() -> tuple[float, int]:
+    """(µs per sample, ride events) for RideDetector.feed on the master channel of a
+    simulated LES02 (250 Hz, short dwells, so the samples include many trips)."""
+    decoder = Les02Decoder()
+    sim = ElevatorSim(ElevatorParams(rate_hz=250.0, duration=N / 250.0, seed=3, dwell_min=1.0,
+                                     dwell_max=3.0))  # fmt: skip
+    samples: list[tuple[float, str, int]] = []
+    for f in sim.frames():
+        if f.can_id != 0x80:
+            continue
+        msg = can.Message(arbitration_id=f.can_id, data=f.data, timestamp=f.t, is_extended_id=False)
+        ev = decoder.decode(msg)
+        if isinstance(ev, dict) and ev["type"] == "position_sample":
+            samples.append((f.t, "master", int(ev["payload"]["position_raw"])))
+    events = 0
+
+    def run() -> None:
+        nonlocal events
+        det = RideDetector(DetectorParams(channel="master"))
+        feed = det.feed
+        n = 0
+        for ts, ch, raw in samples:
+            n += len(feed(ts, ch, raw))
+        events = n
+
+    return per_message_us(run, len(samples)), events
+
+
+def bench_ecuconnect() -> float:
+    frames = [
+        can.Message(
+            arbitration_id=0x80 | (i & 1),
+            data=bytes([0, (i >> 8) & 0xFF, i & 0xFF, 0]),
+            is_extended_id=False,
+            timestamp=1.0 + i * 0.002,
+        )
+        for i in range(N)
+    ]
+
+    def run() -> None:
+        for f in frames:
+            ecuconnect_encode(f)
 
     return per_message_us(run, N)
 
@@ -158,9 +208,15 @@ def bench_chain(length: int) -> tuple[float, float]:
 
 def main() -> list[tuple[str, str]]:
     logging.disable(logging.INFO)
+    rides_us, ride_events = bench_rides()
     rows = [
         ("LES02 decode (Les02Decoder.decode)", f"{bench_decode():.3f} µs/msg"),
+        (
+            "ride detection (RideDetector.feed, one channel)",
+            f"{rides_us:.3f} µs/sample ({ride_events} ride events)",
+        ),
         ("event JSON encode (encode_event)", f"{bench_encode():.3f} µs/msg"),
+        ("ECUconnect packet encode (codec.encode)", f"{bench_ecuconnect():.3f} µs/msg"),
     ]
     for length in (0, 1, 5, 10):
         eng, bare = bench_chain(length)

@@ -69,14 +69,20 @@ async def _soak(seconds: float, rate_hz: float, slow: bool) -> list[tuple[str, s
     path = tmp / "soak.yaml"
     path.write_text(yaml.safe_dump(flow))
     exe = Path(sys.executable).parent / "les02-flow"
+    # The server's log goes to a file: a pipe nobody reads fills up after ~64 KiB of
+    # connect/disconnect lines and then blocks the server's logging (the first soak runs
+    # measured a server frozen after 14 s because of exactly that).
+    log_path = tmp / "server.log"
+    log_file = log_path.open("w", encoding="utf-8")
     proc = subprocess.Popen(  # noqa: ASYNC220 -- started once, before any client
         [str(exe), "run", str(path), "--stats-interval", "0"],
         cwd=tmp,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,
         text=True,
     )
     loop = asyncio.get_running_loop()
+    started = loop.time()
     deadline = loop.time() + 20
     while True:
         try:
@@ -89,12 +95,21 @@ async def _soak(seconds: float, rate_hz: float, slow: bool) -> list[tuple[str, s
                 raise
             await asyncio.sleep(0.1)
 
-    state: dict[str, Any] = {"ws": 0, "tcp": 0, "churn": 0, "churn_errors": 0, "stop": False}
+    state: dict[str, Any] = {
+        "ws": 0,
+        "ws_first": 0.0,
+        "tcp": 0,
+        "churn": 0,
+        "churn_errors": 0,
+        "stop": False,
+    }
     samples: list[tuple[float, int, int]] = []
 
     async def keep_ws() -> None:
         async with connect(f"ws://127.0.0.1:{ws_port}/", max_queue=None) as ws:
             async for _ in ws:
+                if not state["ws"]:
+                    state["ws_first"] = loop.time() - started
                 state["ws"] += 1
 
     async def keep_tcp() -> None:
@@ -110,7 +125,7 @@ async def _soak(seconds: float, rate_hz: float, slow: bool) -> list[tuple[str, s
             try:
                 if i % 2:
                     async with connect(f"ws://127.0.0.1:{ws_port}/", close_timeout=1) as ws:
-                        await ws.recv()
+                        await asyncio.wait_for(ws.recv(), 5.0)
                 else:
                     reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
                     await reader.readexactly(14)
@@ -149,7 +164,9 @@ async def _soak(seconds: float, rate_hz: float, slow: bool) -> list[tuple[str, s
         samples.append((loop.time() - t0, rss, fds))
     state["stop"] = True
     proc.send_signal(signal.SIGTERM)
-    _, err = await asyncio.to_thread(proc.communicate, None, 60)
+    await asyncio.to_thread(proc.wait, 60)
+    log_file.close()
+    err = log_path.read_text(encoding="utf-8")
     await asyncio.wait(tasks, timeout=10)
     for t in tasks:
         t.cancel()
@@ -175,6 +192,18 @@ async def _soak(seconds: float, rate_hz: float, slow: bool) -> list[tuple[str, s
         (
             f"soak {label}: persistent ws client events / tcp bytes",
             f"{state['ws']} / {state['tcp']}",
+        ),
+        (
+            f"soak {label}: persistent ws client: events missed (= ws in - received; events "
+            "before it connected)",
+            f"{int(nodes.get('ws', {}).get('in', 0)) - state['ws']} "
+            f"(first event {state['ws_first']:.2f} s after the server started, "
+            f"= {state['ws_first'] * 2 * rate_hz:.0f} frames)",
+        ),
+        (
+            f"soak {label}: frames the sinks dropped by policy (ws / tcp)",
+            f"{nodes.get('ws', {}).get('dropped', '0')} / "
+            f"{nodes.get('tcp', {}).get('dropped', '0')}",
         ),
         (f"soak {label}: ws sink counters", json.dumps(nodes.get("ws", {}))),
         (f"soak {label}: tcp sink counters", json.dumps(nodes.get("tcp", {}))),
