@@ -52,7 +52,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 SYSTEMS = {"les02-flow": "bench.live_sut", "seed": "bench.baselines.seed_listener"}
 RATES = (500, 2000, 5000, 12600)
 LADDER = (
-    500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6500, 8000, 10000, 12600,
+    500, 750, 1000, 1250, 1500, 1750, 2000, 3000, 4000, 5000, 6500, 8000, 10000, 12600,
     16000, 20000, 25000, 32000, 40000, 50000,
 )  # fmt: skip
 WS_CLIENTS = 10

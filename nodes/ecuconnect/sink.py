@@ -349,8 +349,10 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     the frame's own timestamp. Error frames are not sent (counter ``error_frames_skipped``);
     remote frames go out as length-0 data frames (the format has no RTR flag).
 
-    Never blocks the stream: each frame is encoded once and all packets of one event-loop
-    iteration are joined into one write per client. A client that falls behind has its data
+    Never blocks the stream: each frame is encoded once and the packets are joined into one
+    write per client: a frame on a quiet bus goes out on the next event-loop iteration; on a
+    busy bus (several frames per flush) writes are spaced 2 ms apart, so a saturated bus costs
+    at most 500 writes per client per second and adds at most 2 ms. A client that falls behind has its data
     queued (``buffer`` bytes) and receives the backlog in one large write when its socket
     drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted in
     ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never

@@ -316,7 +316,10 @@ class WsSink(Node[WsSinkConfig]):
     parameter) closes that client with code 1008 and a reason saying what is wrong.
 
     Sending never blocks the stream: every client has its own bounded buffer (``buffer``
-    messages) drained by its own writer task. When a client cannot keep up and its buffer is
+    messages). Queued frames go out in one write per client: an event on a quiet stream on
+    the next event-loop iteration; on a busy one (several events per flush) writes are spaced
+    2 ms apart, which caps the writes at 500 per client per second and adds at most 2 ms. A
+    client that is behind is served by its own writer task. When a client cannot keep up and its buffer is
     full, ``policy: drop_oldest`` drops its oldest queued messages (counted in ``dropped`` and
     logged per client on disconnect) and ``policy: disconnect`` closes it with code 1008 "too
     slow". Other clients are never delayed. A client counts as behind only while its
