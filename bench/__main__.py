@@ -80,7 +80,9 @@ def _live(command: str) -> Rows:
 def _floor(command: str) -> Rows:
     from bench import floor
 
-    return floor.main()
+    rows = floor.main(command=command)
+    _print(rows)
+    return rows
 
 
 BENCHMARKS: dict[str, Callable[[str], Rows]] = {

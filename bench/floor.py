@@ -122,7 +122,7 @@ def _client(port: int, n: int) -> None:
                 open_ -= 1
 
 
-def main(duration: float = DURATION) -> list[tuple[str, str]]:
+def main(duration: float = DURATION, command: str = "") -> list[tuple[str, str]]:
     """The three measurements at 500 frames/s, same run; appends a section to RESULTS.md."""
     from bench import live
 
@@ -145,7 +145,8 @@ def main(duration: float = DURATION) -> list[tuple[str, str]]:
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(f"\n## {stamp} — CPU floor at {RATE:.0f} frames/s (issue 8)\n\n")
         f.write(
-            f"Command: `.venv/bin/python -m bench.floor` on {platform.python_implementation()} "
+            f"Command: `{command or '.venv/bin/python -m bench.floor'}` on "
+            f"{platform.python_implementation()} "
             f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
             f"{duration:g} s per measurement; took {time.perf_counter() - started:.0f} s.\n\n"
         )
