@@ -352,15 +352,15 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     Never blocks the stream: each frame is encoded once and the packets are joined into one
     write per client: a frame on a quiet bus goes out on the next event-loop iteration; on a
     busy bus (several frames per flush) writes are spaced 2 ms apart, so a saturated bus costs
-    at most 500 writes per client per second and adds at most 2 ms. A client that falls behind has its data
-    queued (``buffer`` bytes) and receives the backlog in one large write when its socket
-    drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted in
-    ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never
-    delayed. Client sockets have TCP_NODELAY and keepalive on; a client that stops
-    acknowledging (unplugged, out of range) is dropped after ``dead_peer_timeout``. Connects
-    and disconnects are logged with the client totals. Clients beyond ``max_clients`` are
-    closed at once; with an ``allow`` list, clients from other networks are closed at accept
-    (counted in ``clients_denied``, logged rate-limited).
+    at most 500 writes per client per second and adds at most 2 ms. A client that falls behind
+    has its data queued (``buffer`` bytes) and receives the backlog in one large write when its
+    socket drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted
+    in ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never
+    delayed. Client sockets have TCP_NODELAY and keepalive on; a client that stops acknowledging
+    (unplugged, out of range) is dropped after ``dead_peer_timeout``. Connects and disconnects
+    are logged with the client totals. Clients beyond ``max_clients`` are closed at once; with
+    an ``allow`` list, clients from other networks are closed at accept (counted in
+    ``clients_denied``, logged rate-limited).
 
     ``port: auto`` binds the first free port from 42420 upwards, once. With ``zeroconf: true``
     the logger is advertised as ``_ecuconnect-log._tcp.local.`` with the instance name

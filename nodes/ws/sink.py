@@ -316,21 +316,21 @@ class WsSink(Node[WsSinkConfig]):
     parameter) closes that client with code 1008 and a reason saying what is wrong.
 
     Sending never blocks the stream: every client has its own bounded buffer (``buffer``
-    messages). Queued frames go out in one write per client: an event on a quiet stream on
-    the next event-loop iteration; on a busy one (several events per flush) writes are spaced
-    2 ms apart, which caps the writes at 500 per client per second and adds at most 2 ms. A
-    client that is behind is served by its own writer task. When a client cannot keep up and its buffer is
-    full, ``policy: drop_oldest`` drops its oldest queued messages (counted in ``dropped`` and
-    logged per client on disconnect) and ``policy: disconnect`` closes it with code 1008 "too
-    slow". Other clients are never delayed. A client counts as behind only while its
-    connection is above its write limit; a burst the upstream hands over in one loop
-    iteration may exceed ``buffer`` by up to 4096 messages for a client that keeps up, so a
-    fast client never loses messages to burst size. Memory per client is therefore bounded by
-    ``buffer`` (+ the burst) queued messages -- the encoded bytes are shared by all clients --
-    plus websockets' 32 KiB write buffer. Inbound messages are read and ignored; one larger
-    than ``max_message_size`` closes that client (1009). Beyond ``max_clients`` new clients
-    are closed with code 1013. On stop, queued messages are flushed (at most 2 s) and clients
-    are closed with code 1001 "server shutting down".
+    messages). Queued frames go out in one write per client: an event on a quiet stream on the
+    next event-loop iteration; on a busy one (several events per flush) writes are spaced 2 ms
+    apart, which caps the writes at 500 per client per second and adds at most 2 ms. A client
+    that is behind is served by its own writer task. When a client cannot keep up and its buffer
+    is full, ``policy: drop_oldest`` drops its oldest queued messages (counted in ``dropped``
+    and logged per client on disconnect) and ``policy: disconnect`` closes it with code 1008
+    "too slow". Other clients are never delayed. A client counts as behind only while its
+    connection is above its write limit; a burst the upstream hands over in one loop iteration
+    may exceed ``buffer`` by up to 4096 messages for a client that keeps up, so a fast client
+    never loses messages to burst size. Memory per client is therefore bounded by ``buffer`` (+
+    the burst) queued messages -- the encoded bytes are shared by all clients -- plus
+    websockets' 32 KiB write buffer. Inbound messages are read and ignored; one larger than
+    ``max_message_size`` closes that client (1009). Beyond ``max_clients`` new clients are
+    closed with code 1013. On stop, queued messages are flushed (at most 2 s) and clients are
+    closed with code 1001 "server shutting down".
 
     Counters: ``out`` = messages handed to client connections, ``dropped`` = messages a client
     did not get because of its buffer policy; extra: ``clients_connected``,
