@@ -22,6 +22,7 @@ from .cliutil import (
     add_set_option,
     compile_data,
     compile_path,
+    flush_logs,
     positive_float,
     run_flow,
     setup_logging,
@@ -251,11 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except RegistryError as exc:
+        flush_logs()
         print(f"les02-flow: node registry: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        flush_logs()
         print(f"les02-flow: {exc}", file=sys.stderr)
         return 1
+    finally:
+        flush_logs()
     return code
 
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import logging
 import logging.handlers
 import os
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,7 @@ __all__ = [
     "compile_data",
     "compile_doc",
     "compile_path",
+    "flush_logs",
     "positive_float",
     "print_errors",
     "run_document",
@@ -43,7 +47,107 @@ log = logging.getLogger("les02_flow")
 Subparsers = Any  # argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+#: log records waiting for the log writer thread before further ones are dropped (counted)
+LOG_QUEUE_SIZE = 10_000
+#: seconds the log writer may take at exit to write what is queued
+LOG_CLOSE_TIMEOUT = 2.0
+
+
+class _QueueingHandler(logging.Handler):
+    """Formats a record in the caller's thread and queues it for the log writer thread.
+
+    Never blocks: when the writer is stuck (stderr is a pipe nobody reads, a slow SD card) and
+    :data:`LOG_QUEUE_SIZE` records are waiting, further records are dropped and counted; the
+    next record that gets through is preceded by a warning with the count.
+    """
+
+    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self.records = records
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args, record.exc_info = record.message, None, None
+            if self.dropped:
+                note = logging.makeLogRecord(
+                    {
+                        "name": "les02_flow",
+                        "levelno": logging.WARNING,
+                        "levelname": "WARNING",
+                        "msg": f"{self.dropped} log record(s) dropped: the log output was "
+                        "blocked (is stderr a pipe nobody reads?)",
+                    }
+                )
+                self.records.put_nowait(note)
+                self.dropped = 0
+            self.records.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+        except Exception:
+            self.handleError(record)
+
+
+class _LogWriter(threading.Thread):
+    """Writes queued records to the real handlers (stderr, the log file) off the event loop."""
+
+    def __init__(
+        self, records: queue.Queue[logging.LogRecord | None], handlers: list[logging.Handler]
+    ) -> None:
+        super().__init__(name="log writer", daemon=True)
+        self.records = records
+        self.handlers = handlers
+
+    def run(self) -> None:
+        records = self.records
+        while (record := records.get()) is not None:
+            try:
+                for handler in self.handlers:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
+            finally:
+                records.task_done()
+
+    def flush(self, timeout: float = LOG_CLOSE_TIMEOUT) -> bool:
+        """Wait (at most ``timeout`` s) until every queued record is written."""
+        records = self.records
+        with records.all_tasks_done:
+            done = records.all_tasks_done.wait_for(lambda: not records.unfinished_tasks, timeout)
+        for handler in self.handlers:
+            handler.flush()
+        return done
+
+    def close(self) -> None:
+        """Write what is queued (at most :data:`LOG_CLOSE_TIMEOUT` s), then stop."""
+        try:
+            self.records.put(None, timeout=LOG_CLOSE_TIMEOUT)
+        except queue.Full:
+            return
+        self.join(LOG_CLOSE_TIMEOUT)
+        for handler in self.handlers:
+            handler.flush()
+
+
+_writer: _LogWriter | None = None
+
+
+def flush_logs() -> None:
+    """Wait (bounded) until the log writer has written every queued record."""
+    if _writer is not None and _writer.is_alive():
+        _writer.flush()
+
+
 def setup_logging(level: str, log_file: str | None) -> None:
+    """Log to stderr (and ``log_file``, rotated at 10 MiB x 5) from a writer thread.
+
+    The event loop only formats and queues a record; a blocked stderr or a slow disk can
+    never stall the stream (records beyond :data:`LOG_QUEUE_SIZE` are dropped and counted).
+    """
+    global _writer
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(
@@ -51,15 +155,23 @@ def setup_logging(level: str, log_file: str | None) -> None:
                 log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
             )
         )
+    for handler in handlers:
+        handler.setFormatter(fmt)
+    if _writer is not None:
+        _writer.close()
+    records: queue.Queue[logging.LogRecord | None] = queue.Queue(LOG_QUEUE_SIZE)
+    _writer = _LogWriter(records, handlers)
+    _writer.start()
+    atexit.register(_writer.close)
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        handlers=handlers,
+        handlers=[_QueueingHandler(records)],
         force=True,
     )
 
 
 def print_errors(errors: FlowErrors) -> None:
+    flush_logs()  # what was logged before comes first
     for err in errors.errors:
         print(err, file=sys.stderr)
     n = len(errors.errors)
@@ -183,6 +295,7 @@ async def serve(
             engine.request_stop()
         elif signame == "SIGINT":
             log.warning("second SIGINT: forcing exit")
+            flush_logs()
             logging.shutdown()
             os._exit(130)
 
