@@ -45,17 +45,22 @@ def per_message_us(fn: Callable[[], None], n: int, repeat: int = 3) -> float:
     return best / n * 1e6
 
 
-def bench_decode() -> float:
-    decoder = Les02Decoder()
-    frames = [
+def les02_frames(n: int = N) -> list[can.Message]:
+    """``n`` LES02 position frames, master and slave alternating, 2 ms apart."""
+    return [
         can.Message(
             arbitration_id=0x80 | (i & 1),
             data=bytes([0, (i >> 8) & 0xFF, i & 0xFF, 0]),
             is_extended_id=False,
             timestamp=1.0 + i * 0.002,
         )
-        for i in range(N)
+        for i in range(n)
     ]
+
+
+def bench_decode() -> float:
+    decoder = Les02Decoder()
+    frames = les02_frames()
 
     def run() -> None:
         decode = decoder.decode
@@ -94,15 +99,7 @@ def bench_rides() -> tuple[float, int]:
 
 
 def bench_ecuconnect() -> float:
-    frames = [
-        can.Message(
-            arbitration_id=0x80 | (i & 1),
-            data=bytes([0, (i >> 8) & 0xFF, i & 0xFF, 0]),
-            is_extended_id=False,
-            timestamp=1.0 + i * 0.002,
-        )
-        for i in range(N)
-    ]
+    frames = les02_frames()
 
     def run() -> None:
         for f in frames:
