@@ -8,9 +8,9 @@ Reading never busy-polls and everything is emitted on the event-loop thread:
   drains what is immediately available with ``recv(0)`` (up to :data:`BATCH_LIMIT` frames) and
   hands the whole batch to the loop with ONE ``loop.call_soon_threadsafe``. Hand-overs are
   spaced at least :data:`HANDOVER_INTERVAL` apart: a frame that arrives sooner after the
-  previous hand-over waits for the rest of that interval (at most 0.5 ms) and goes with
+  previous hand-over waits for the rest of that interval (at most 1 ms) and goes with
   everything that came meanwhile. A quiet bus (the LES02's 500 frames/s, 2 ms apart) hands
-  over every frame at once; a saturated one (12,600 frames/s) wakes the loop at most 2,000
+  over every frame at once; a saturated one (12,600 frames/s) wakes the loop at most 1,000
   times a second instead of once per frame. At most
   :data:`MAX_BATCHES_IN_FLIGHT` batches wait on the loop; beyond that the thread waits and the
   frames stay in the driver's queue (backpressure instead of unbounded memory).

@@ -95,8 +95,11 @@ class FlushScheduler:
         self._handle = self._loop.call_soon(self._flush)
 
     def flushed(self) -> None:
-        """Called by the flush callback when it starts: the pending flush is running now."""
-        self._handle = None
+        """Called by the flush callback when it starts (also when the sink flushes by itself,
+        e.g. on stop: a flush still pending is then dropped)."""
+        if self._handle is not None:
+            self._handle.cancel()  # harmless for the handle that is running this flush
+            self._handle = None
         self._last = self._loop.time()
         self._busy = self._requests > 1
         self._requests = 0

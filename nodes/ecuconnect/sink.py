@@ -583,9 +583,9 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     def _flush(self) -> None:
         """Send the batch: one joined ``bytes`` offered to every client.
 
-        Runs on the next loop iteration after a frame, but at most once per millisecond
-        (:class:`les02_flow.flushing.FlushScheduler`): under load, a millisecond of frames goes
-        out in one write per client.
+        Runs on the next loop iteration after a frame; while the sink is busy (the last flush
+        carried several frames) at most every 2 ms (:class:`les02_flow.flushing.FlushScheduler`),
+        so under load 2 ms of frames go out in one write per client.
         """
         if self._flusher is not None:
             self._flusher.flushed()

@@ -496,9 +496,10 @@ class WsSink(Node[WsSinkConfig]):
     def _flush(self) -> None:
         """One transport write per client for everything queued since the last flush.
 
-        Flushes run on the next loop iteration after an event, but at most once per
-        millisecond (:class:`les02_flow.flushing.FlushScheduler`): under load, the events of a
-        millisecond go out in one write per client instead of one per hand-over. Clients that
+        Flushes run on the next loop iteration after an event; while the sink is busy (the last
+        flush carried several events) at most every 2 ms
+        (:class:`les02_flow.flushing.FlushScheduler`), so under load 2 ms of events go out in
+        one write per client instead of one per hand-over. Clients that
         are behind (their socket's write buffer is above the high-water mark) are left to
         their writer task, which waits for the socket to drain.
         """

@@ -81,3 +81,27 @@ def test_cancel_drops_the_pending_flush_and_negative_interval_is_refused() -> No
             FlushScheduler(loop, lambda: None, -1.0)
     finally:
         loop.close()
+
+
+def test_a_flush_the_sink_does_by_itself_drops_the_pending_one() -> None:
+    async def main() -> list[str]:
+        calls: list[str] = []
+        sched: FlushScheduler
+
+        def flush() -> None:
+            sched.flushed()
+            calls.append("scheduled")
+
+        sched = FlushScheduler(asyncio.get_running_loop(), flush, 0.02)
+        sched.request()
+        sched.request()
+        await asyncio.sleep(0)  # a 2-message flush: busy
+        sched.request()  # deferred by the interval
+        assert sched.pending
+        sched.flushed()  # e.g. stop() flushing at once
+        calls.append("by itself")
+        assert not sched.pending
+        await asyncio.sleep(0.05)
+        return calls
+
+    assert asyncio.run(main()) == ["scheduled", "by itself"]
