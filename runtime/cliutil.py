@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import gc
 import logging
 import logging.handlers
@@ -116,9 +117,14 @@ class _LogWriter(threading.Thread):
         records = self.records
         with records.all_tasks_done:
             done = records.all_tasks_done.wait_for(lambda: not records.unfinished_tasks, timeout)
-        for handler in self.handlers:
-            handler.flush()
+        self._flush_handlers()
         return done
+
+    def _flush_handlers(self) -> None:
+        for handler in self.handlers:
+            # a closed or broken stream: nothing more can be written
+            with contextlib.suppress(OSError, ValueError):
+                handler.flush()
 
     def close(self) -> None:
         """Write what is queued (at most :data:`LOG_CLOSE_TIMEOUT` s), then stop."""
@@ -127,8 +133,7 @@ class _LogWriter(threading.Thread):
         except queue.Full:
             return
         self.join(LOG_CLOSE_TIMEOUT)
-        for handler in self.handlers:
-            handler.flush()
+        self._flush_handlers()
 
 
 _writer: _LogWriter | None = None
