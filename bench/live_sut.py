@@ -19,20 +19,15 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.diagnose import Diagnostics
 from bench.traffic import (
-    PacedSender,
-    cpu_seconds,
+    drive,
     emit,
     les02_traffic,
-    peak_rss_mib,
     read_command,
-    thread_cpu,
-    thread_shares,
 )
 from les02_flow.cliutil import compile_path, settle_heap
 from les02_flow.engine import Engine
@@ -98,32 +93,16 @@ async def run(rate: float, duration: float, tmp: str, ws_clients: int, tcp_clien
         counters = engine.counters()
         diagnostics = Diagnostics()
         diagnostics.start(loop)
-        sender = PacedSender(channel, traffic)
-        c0, t0, th0 = cpu_seconds(), time.perf_counter(), thread_cpu()
-        sender.start()
-        while sender.is_alive():  # noqa: ASYNC110 - poll a thread
-            await asyncio.sleep(0.02)
-        c1, t1 = cpu_seconds(), time.perf_counter()
-        threads = thread_shares(th0, thread_cpu(), t1 - t0)
-        stats = sender.stats
-        threads["paced sender (not counted)"] = round(stats.cpu / (t1 - t0), 4)
-        deadline = loop.time() + DRAIN_TIMEOUT
-        while counters["bus"].emitted < stats.sent or _buffered(ws, tcp):
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(0.01)
-        drained = time.perf_counter() - t1
+        result = await drive(
+            channel,
+            traffic,
+            lambda sent: counters["bus"].emitted >= sent and not _buffered(ws, tcp),
+            DRAIN_TIMEOUT,
+        )
         diagnostics.report()
         emit(
             {
-                "sent": stats.sent,
-                "send_wall": stats.wall,
-                "sender_behind_ms": stats.max_behind * 1e3,
-                "cpu": (c1 - c0 - stats.cpu) / (t1 - t0),
-                "cpu_with_sender": (c1 - c0) / (t1 - t0),
-                "drain_s": drained,
-                "threads": threads,
-                "rss_mib": peak_rss_mib(),
+                **result,
                 "ws_expected": counters["ws"].received,
                 "tcp_expected": counters["tcp"].received,
                 "ws_dropped": counters["ws"].dropped,

@@ -18,12 +18,14 @@ SUT protocol (stdin/stdout, one JSON object per line):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "PacedSender",
     "SendStats",
     "cpu_seconds",
+    "drive",
     "emit",
     "les02_traffic",
     "peak_rss_mib",
@@ -188,6 +191,43 @@ class PacedSender(threading.Thread):
         finally:
             self.stats = SendStats(i, perf() - t0, time.thread_time() - c0, behind)
             self.bus.shutdown()
+
+
+async def drive(
+    channel: str,
+    traffic: list[tuple[float, can.Message]],
+    drained: Callable[[int], bool],
+    drain_timeout: float,
+) -> dict[str, Any]:
+    """Send ``traffic`` on ``channel`` and measure the system under test the same way for
+    every system: process CPU minus the sender thread's over the sending period, per-thread
+    CPU, peak RSS; then wait (at most ``drain_timeout`` s) until ``drained(frames sent)``.
+
+    Returns the measurement part of the SUT's result object (see the module docstring).
+    """
+    loop = asyncio.get_running_loop()
+    sender = PacedSender(channel, traffic)
+    c0, t0, th0 = cpu_seconds(), time.perf_counter(), thread_cpu()
+    sender.start()
+    while sender.is_alive():  # noqa: ASYNC110 - poll a thread
+        await asyncio.sleep(0.02)
+    c1, t1 = cpu_seconds(), time.perf_counter()
+    threads = thread_shares(th0, thread_cpu(), t1 - t0)
+    stats = sender.stats
+    threads["paced sender (not counted)"] = round(stats.cpu / (t1 - t0), 4)
+    deadline = loop.time() + drain_timeout
+    while not drained(stats.sent) and loop.time() < deadline:  # noqa: ASYNC110 - bounded
+        await asyncio.sleep(0.01)
+    return {
+        "sent": stats.sent,
+        "send_wall": stats.wall,
+        "sender_behind_ms": stats.max_behind * 1e3,
+        "cpu": (c1 - c0 - stats.cpu) / (t1 - t0),
+        "cpu_with_sender": (c1 - c0) / (t1 - t0),
+        "drain_s": time.perf_counter() - t1,
+        "threads": threads,
+        "rss_mib": peak_rss_mib(),
+    }
 
 
 def emit(obj: dict[str, Any]) -> None:

@@ -38,7 +38,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,14 +52,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from bench.ecuconnect import _pack
 from bench.traffic import (
-    PacedSender,
-    cpu_seconds,
+    drive,
     emit,
     les02_traffic,
-    peak_rss_mib,
     read_command,
-    thread_cpu,
-    thread_shares,
 )
 
 DRAIN_TIMEOUT = 3.0
@@ -319,40 +314,24 @@ async def run(rate: float, duration: float, ws_clients: int, tcp_clients: int) -
                 emit({"error": "clients did not connect"})
                 return 1
             await asyncio.sleep(0.01)
-        sender = PacedSender(channel, traffic)
-        c0, t0, th0 = cpu_seconds(), time.perf_counter(), thread_cpu()
-        sender.start()
-        while sender.is_alive():  # noqa: ASYNC110 - poll a thread
-            await asyncio.sleep(0.02)
-        c1, t1 = cpu_seconds(), time.perf_counter()
-        threads = thread_shares(th0, thread_cpu(), t1 - t0)
-        stats = sender.stats
-        threads["paced sender (not counted)"] = round(stats.cpu / (t1 - t0), 4)
-        deadline = loop.time() + DRAIN_TIMEOUT
-        while ws_server.broadcasts < positions or logger.sent < stats.sent:
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(0.01)
-        drained = time.perf_counter() - t1
+        result = await drive(
+            channel,
+            traffic,
+            lambda sent: ws_server.broadcasts >= positions and logger.sent >= sent,
+            DRAIN_TIMEOUT,
+        )
         emit(
             {
-                "sent": stats.sent,
-                "send_wall": stats.wall,
-                "sender_behind_ms": stats.max_behind * 1e3,
-                "cpu": (c1 - c0 - stats.cpu) / (t1 - t0),
-                "cpu_with_sender": (c1 - c0) / (t1 - t0),
-                "drain_s": drained,
-                "threads": threads,
-                "rss_mib": peak_rss_mib(),
+                **result,
                 "ws_expected": positions,
-                "tcp_expected": stats.sent,
+                "tcp_expected": result["sent"],
                 "ws_dropped": 0,
                 "tcp_dropped": 0,
-                "bus_out": stats.sent,
+                "bus_out": result["sent"],
             }
         )
         await _stdin_line()  # "quit": the clients have stopped counting
-        emit({"ws_expected": positions, "tcp_expected": stats.sent, "bus_out": stats.sent})
+        emit({"ws_expected": positions, "tcp_expected": result["sent"], "bus_out": result["sent"]})
         return 0
     finally:
         can_task.cancel()
