@@ -9,15 +9,40 @@ and SIGTERM still ends the run with code 0.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import subprocess
+import termios
 import time
 from pathlib import Path
 
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def pipe_size(fd: int) -> int:
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+
+
+def pipe_bytes(fd: int) -> int:
+    """Bytes waiting in the pipe (unread)."""
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, "little")
+
+
+def wait_until_full(fd: int, timeout: float = 10.0) -> int:
+    """Poll (bounded) until the flow has filled its stderr pipe to within a page (a pipe
+    takes whole pages: from here on a write of its log blocks); the bytes in the pipe."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while (n := pipe_bytes(fd)) < pipe_size(fd) - 4096 or n != last:  # full, and stays so
+        assert time.monotonic() < deadline, f"stderr pipe not full: {n} bytes"
+        last = n
+        time.sleep(0.05)
+    return n
 
 
 def test_a_blocked_stderr_does_not_stall_the_flow(
@@ -56,15 +81,19 @@ def test_a_blocked_stderr_does_not_stall_the_flow(
                 assert proc.poll() is None, "the flow exited"
                 assert time.monotonic() < deadline, "ws_sink did not come up"
                 time.sleep(0.1)
+        assert proc.stderr is not None
         with ws:
-            time.sleep(1.0)  # ~1,000 stats lines: the 64 KiB pipe is long full
+            full = wait_until_full(proc.stderr.fileno())
             received = 0
             t_end = time.monotonic() + 2.0
             while time.monotonic() < t_end:
                 event = json.loads(ws.recv(timeout=1.0))
                 assert event["proto"] == 1
                 received += 1
-        # 500 events/s for 2 s (a stalled flow delivers what was buffered, a few hundred)
+            # not a byte more reached the pipe meanwhile: the log writer was blocked throughout
+            assert pipe_bytes(proc.stderr.fileno()) == full
+        # 500 events/s for 2 s with stderr full the whole time (a stalled flow delivers what
+        # was buffered, a few hundred at most, then times out)
         assert received > 800, received
     finally:
         proc.send_signal(signal.SIGTERM)

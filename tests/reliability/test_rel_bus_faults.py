@@ -58,6 +58,8 @@ FAULTCAN = textwrap.dedent(
     class FaultBus(can.BusABC):
         def __init__(self, channel, **kwargs):
             self._control = str(channel)
+            with open(self._control + ".opens", "a") as fh:  # the test counts open attempts
+                fh.write("open\\n")
             mode = _mode(self._control)
             if mode in ("absent", "gone"):
                 raise can.CanInitializationError(f"faultcan: no adapter at {self._control}")
@@ -126,6 +128,20 @@ def wait(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def opens(control: Path) -> int:
+    """How many times can_source tried to open the faultcan bus so far."""
+    try:
+        return control.with_name(control.name + ".opens").read_text().count("open")
+    except OSError:
+        return 0
+
+
+def more_opens(control: Path, n: int) -> Callable[[], bool]:
+    """A condition: ``n`` more open attempts than now."""
+    target = opens(control) + n
+    return lambda: opens(control) >= target
 
 
 def grew(items: list[Any], n: int) -> Callable[[], bool]:
@@ -223,7 +239,7 @@ def test_can_source_survives_absent_failing_and_unplugged_bus(tmp_path: Path) ->
         wait(lambda: bool(ws.times), "ws events while the adapter is absent", proc)
         tcp = TcpReader(tcp_port)
         tcp.start()
-        time.sleep(0.5)
+        wait(more_opens(control, 2), "retries while absent", proc)
         assert tcp.seqs == []  # absent: nothing yet, the rest of the flow serves
 
         phases = ["ok", "error", "ok", "gone", "ok"]
@@ -232,8 +248,8 @@ def test_can_source_survives_absent_failing_and_unplugged_bus(tmp_path: Path) ->
             if phase == "ok":
                 before = len(tcp.seqs)
                 wait(grew(tcp.seqs, before + 200), "frames after recovery", proc)
-            else:
-                time.sleep(1.0)  # a few failed reopen attempts with backoff
+            else:  # a few failed (re)open attempts with backoff
+                wait(more_opens(control, 3), f"retries while {phase}", proc)
             served = len(ws.times)
             wait(grew(ws.times, served), "ws events during " + phase, proc)
         proc.send_signal(signal.SIGINT)
