@@ -416,6 +416,7 @@ class CanSource(Node[CanSourceConfig]):
                     delay = backoff.next()
                     if not outage:
                         outage = True
+                        self.ctx.set_status("error", f"cannot open CAN bus: {exc}")
                         self.counters.bump("bus_errors")
                         self.log.error(
                             "can_source '%s': cannot open CAN bus (%s): %s: %s "
@@ -450,6 +451,7 @@ class CanSource(Node[CanSourceConfig]):
                         attempts,
                     )
                 attempts = 0
+                self.ctx.set_status("ok", f"reading {self._where}")
                 session = self._attach(bus)
                 self._mark_first_attempt()
                 try:
@@ -460,6 +462,7 @@ class CanSource(Node[CanSourceConfig]):
                     backoff.reset()
                 delay = backoff.next()
                 outage = True
+                self.ctx.set_status("error", f"CAN bus failed: {cause}")
                 self.counters.bump("bus_errors")
                 self.log.error(
                     "can_source '%s': CAN bus (%s) failed: %s: %s -- reconnecting in %.3g s",

@@ -33,7 +33,7 @@ from reactivex import Observable, abc
 from reactivex.subject import Subject
 
 from .compiler import CompiledFlow, CompiledNode
-from .node import Context, Counters, Node, NodeConfig
+from .node import Context, Counters, FlowView, Node, NodeConfig
 
 __all__ = ["ApplyResult", "Engine", "format_stats"]
 
@@ -158,6 +158,91 @@ class ApplyResult:
         )
 
 
+def _role(spec: CompiledNode) -> str:
+    if spec.cls.is_sink():
+        return "sink"
+    if spec.cls.is_source():
+        return "source"
+    return "transform"
+
+
+class _EngineView(FlowView):
+    """The engine's :class:`FlowView`: copies of the running graph, counters and statuses."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._revision = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def graph(self) -> dict[str, Any]:
+        engine = self._engine
+        flow = engine.flow
+        nodes = []
+        for spec in flow.enabled():
+            if spec.id not in engine.live:
+                continue
+            cls = spec.cls
+            nodes.append(
+                {
+                    "id": spec.id,
+                    "type": spec.type_name,
+                    "label": spec.label,
+                    "summary": cls.summary(),
+                    "role": _role(spec),
+                    "input": None if cls.input_kind is None else str(cls.input_kind),
+                    "outputs": {port: str(kind) for port, kind in cls.output_ports.items()},
+                    "wires": {
+                        port: [t for t in targets if t in engine.live]
+                        for port, targets in spec.wires.items()
+                    },
+                    "location": str(spec.location),
+                    "config": spec.config.model_dump(mode="json"),
+                }
+            )
+        return {"name": flow.name, "path": flow.path, "revision": self._revision, "nodes": nodes}
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {nid: live.node.counters.as_dict() for nid, live in self._engine.live.items()}
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for nid, live in self._engine.live.items():
+            status = live.node.ctx.status
+            out[nid] = {
+                "state": status.state,
+                "text": status.text,
+                "role": _role(live.spec),
+                "started": live.started,
+                "finished": live.finished,
+            }
+        return out
+
+    def node_config(self, node_id: str) -> tuple[str, NodeConfig] | None:
+        live = self._engine.live.get(node_id)
+        return None if live is None else (live.spec.type_name, live.spec.config)
+
+    def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def changed(self) -> None:
+        self._revision += 1
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception as exc:
+                log.error("flow view listener %r raised: %s", callback, exc)
+
+
 def _phase(spec: CompiledNode) -> int:
     if spec.cls.is_sink():
         return 0
@@ -196,6 +281,7 @@ class Engine:
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self.view = _EngineView(self)
         for spec in flow.enabled():
             self.live[spec.id] = self._instantiate(spec)
         self._connect(self.live, flow)
@@ -208,7 +294,7 @@ class Engine:
     # -- building ----------------------------------------------------------------------------
 
     def _instantiate(self, spec: CompiledNode) -> _Live:
-        ctx = Context(spec.id, logging.getLogger(f"les02_flow.node.{spec.id}"))
+        ctx = Context(spec.id, logging.getLogger(f"les02_flow.node.{spec.id}"), flow=self.view)
         live = _Live(spec=spec, node=spec.cls(spec.id, spec.config, ctx))
         if spec.cls.input_kind is not None:
             live.inlet = _Inlet(live)
@@ -438,6 +524,7 @@ class Engine:
         self.live = target
         self.flow = new
         self._connect(self.live, new)
+        self.view.changed()
         for nid in reversed(sorted(removed, key=lambda n: _phase(removed[n].spec))):
             await self._stop_one(removed[nid])
         self._check_all_finished()

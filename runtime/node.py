@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import reactivex
 from pydantic import BaseModel, ConfigDict
@@ -46,10 +46,12 @@ __all__ = [
     "DEFAULT_PORT",
     "Context",
     "Counters",
+    "FlowView",
     "Kind",
     "Node",
     "NodeConfig",
     "NodeStartError",
+    "NodeStatus",
     "RateLimitedLog",
 ]
 
@@ -132,12 +134,69 @@ class RateLimitedLog:
         self._logger.log(level, msg, *args, exc_info=exc_info)
 
 
+StatusState = Literal["ok", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node's own word on its health, like Node-RED's node status: ``ok``, ``warning`` or
+    ``error`` plus a short text (``"cannot open CAN bus: ..."``). Set it with
+    :meth:`Context.set_status`; the runtime only reports it (``web_console`` shows it as the
+    status dot, and a source in ``error`` makes ``/healthz`` answer 503)."""
+
+    state: StatusState = "ok"
+    text: str = ""
+
+
+class FlowView:
+    """A read-only view of the running flow, given to every node as ``ctx.flow``.
+
+    The engine implements it; it follows live re-deploys (:attr:`revision` grows by one per
+    applied edit and :meth:`on_change` callbacks run, on the loop, after the new graph is in
+    place). Everything returned is a fresh copy made of plain JSON-ready values (or frozen
+    config models): a node can look at the flow but cannot change it. Nothing here knows
+    about HTTP or any other transport.
+    """
+
+    @property
+    def revision(self) -> int:
+        """0 for the flow as started, +1 for each applied re-deploy."""
+        raise NotImplementedError
+
+    def graph(self) -> dict[str, Any]:
+        """``{"name", "path", "revision", "nodes": [...]}``, nodes in flow order (sources
+        first). Each node: ``id``, ``type``, ``label``, ``summary``, ``role`` (``source``,
+        ``transform``, ``sink``), ``input`` (kind or ``None``), ``outputs`` ``{port: kind}``,
+        ``wires`` ``{port: [node ids]}``, ``location`` (``FILE:LINE:COL`` of the node in the
+        flow file), ``config`` (the validated config as JSON values)."""
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Every running node's counters (``Counters.as_dict()``) by node id."""
+        raise NotImplementedError
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """Every running node's ``{"state", "text", "role", "started", "finished"}`` by id."""
+        raise NotImplementedError
+
+    def node_config(self, node_id: str) -> tuple[str, NodeConfig] | None:
+        """``(type name, frozen config)`` of a running node, ``None`` if there is none."""
+        raise NotImplementedError
+
+    def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after every applied re-deploy; returns the unsubscribe
+        function. A callback that raises is logged and kept."""
+        raise NotImplementedError
+
+
 @dataclass
 class Context:
     """What the runtime gives a node: its logger, counters and the event loop.
 
     ``bus_info`` is filled by the runtime for sinks that advertise the bus that feeds them:
-    interface, channel and bitrate of the upstream ``can_source`` where known.
+    interface, channel and bitrate of the upstream ``can_source`` where known. ``flow`` is the
+    read-only :class:`FlowView` of the running flow (``None`` outside an engine). ``status`` is
+    the node's current :class:`NodeStatus`.
     """
 
     node_id: str
@@ -145,12 +204,18 @@ class Context:
     counters: Counters = field(default_factory=Counters)
     loop: asyncio.AbstractEventLoop | None = None
     bus_info: dict[str, str] = field(default_factory=dict)
+    flow: FlowView | None = None
+    status: NodeStatus = field(default_factory=NodeStatus)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop (valid in ``start`` and later)."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         return self.loop
+
+    def set_status(self, state: StatusState, text: str = "") -> None:
+        """Set this node's status (cheap: call it on changes, not per message)."""
+        self.status = NodeStatus(state, text)
 
 
 class Node(Generic[ConfigT]):

@@ -273,6 +273,7 @@ def test_unavailable_bus_logs_once_retries_and_stops_promptly(
         node.build(None)["out"].subscribe(on_completed=lambda: completed.append(True))
         await node.start()  # must not raise
         assert node.bus is None
+        assert node.ctx.status.state == "error" and "cannot open" in node.ctx.status.text
         await wait_until(
             lambda: (
                 sum(
@@ -314,11 +315,13 @@ def test_bus_dying_midstream_reconnects(caplog: pytest.LogCaptureFixture) -> Non
         try:
             sender.send(frame(1))
             await wait_until(lambda: len(received) == 1)
+            assert node.ctx.status.state == "ok"
             dead = node.bus
             assert dead is not None
             dead.shutdown()  # the adapter goes away under the reader
             await wait_until(lambda: node.counters.extra.get("reconnects") == 1)
             assert node.bus is not None and node.bus is not dead
+            assert node.ctx.status.state == "ok"
             sender.send(frame(2))
             sender.send(frame(3))
             await wait_until(lambda: len(received) == 3)
