@@ -129,7 +129,6 @@ class Pass(Node[PassConfig]):
     """Pass-through transform."""
 
     type_name = "pass"
-    config_model = PassConfig
     input_kind = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
 
@@ -146,7 +145,6 @@ class Feed(Node[FeedConfig]):
     """Emits `count` integers when started."""
 
     type_name = "feed"
-    config_model = FeedConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -168,7 +166,6 @@ class Count(Node[CountConfig]):
     """Counts messages."""
 
     type_name = "count"
-    config_model = CountConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -179,7 +176,7 @@ def bench_chain(length: int) -> tuple[float, float]:
     """(engine µs/msg, bare reactivex µs/msg) for a chain of `length` pass-through nodes."""
     registry = Registry()
     for cls in (Pass, Feed, Count):
-        registry.register(cls, "bench")  # type: ignore[arg-type]
+        registry.register(cls, "bench")
     nodes: dict[str, Any] = {"feed": {"type": "feed", "wires": ["p0" if length else "sink"]}}
     for i in range(length):
         nodes[f"p{i}"] = {"type": "pass", "wires": [f"p{i + 1}" if i + 1 < length else "sink"]}

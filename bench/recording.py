@@ -67,7 +67,6 @@ class Feed(Node[FeedConfig]):
     """Emits FRAMES, all at once or in paced chunks."""
 
     type_name = "feed"
-    config_model = FeedConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -104,7 +103,6 @@ class Null(Node[NullConfig]):
     """Discards everything."""
 
     type_name = "null"
-    config_model = NullConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -112,12 +110,7 @@ class Null(Node[NullConfig]):
 
 
 def registry() -> Registry:
-    reg = Registry()
-    for cls in default_registry():
-        reg.register(cls, "built-in")
-    for extra in (Feed, Null):
-        reg.register(extra, "bench")  # type: ignore[arg-type]
-    return reg
+    return default_registry().extended(Feed, Null, origin="bench")
 
 
 REGISTRY = registry()
@@ -277,7 +270,7 @@ def bench_pacing(tmp: Path) -> list[tuple[str, str]]:
             arrivals.append(time.monotonic())
 
     reg = registry()
-    reg.register(Stamp, "bench")  # type: ignore[arg-type]
+    reg.register(Stamp, "bench")
     flow = compile_document(
         FlowDocument(
             path="bench",

@@ -303,7 +303,6 @@ class CanSource(Node[CanSourceConfig]):
     """
 
     type_name: ClassVar[str] = "can_source"
-    config_model: ClassVar[type[NodeConfig]] = CanSourceConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
     examples: ClassVar[tuple[str, ...]] = (

@@ -189,7 +189,6 @@ class Debug(Node[DebugConfig]):
     """
 
     type_name: ClassVar[str] = "debug"
-    config_model: ClassVar[type[NodeConfig]] = DebugConfig
     input_kind: ClassVar[Kind | None] = Kind.ANY
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

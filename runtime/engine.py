@@ -329,8 +329,8 @@ class Engine:
 
     def _propagate_bus_info(self, lives: dict[str, _Live], flow: CompiledFlow) -> None:
         for nid, live in lives.items():
-            info = getattr(live.node, "bus_info", None)
-            if not isinstance(info, dict) or not info:
+            info = live.node.bus_info
+            if not info:
                 continue
             todo = [t for targets in flow.nodes[nid].wires.values() for t in targets]
             seen: set[str] = set()

@@ -5,10 +5,14 @@ which validation, ``les02-flow nodes``, ``docs/nodes.md`` and ``les02-flow schem
 
 * ``type_name`` -- snake_case, unique across built-ins and plugins;
 * ``config_model`` -- a :class:`NodeConfig` subclass (pydantic v2, ``extra="forbid"``,
-  every field with a description and a default or marked required);
+  every field with a description and a default or marked required). It is derived from the
+  base class: ``class MyNode(Node[MyConfig])`` sets ``config_model = MyConfig``; setting it
+  explicitly still works (it must then agree with the type argument);
 * ``input_kind`` -- the :class:`Kind` it accepts, or ``None`` for a source;
 * ``output_ports`` -- ``{port name: Kind}``; empty for a sink;
-* the class docstring -- the first line is the summary, the rest the documentation.
+* the class docstring -- the first line is the summary, the rest the documentation;
+* ``bus_info`` -- nodes that own a bus (``can_source``, simulators) return its interface,
+  channel and bitrate; the runtime copies it into ``ctx.bus_info`` of every node downstream.
 
 Calling rules (the runtime keeps them; nodes may rely on them):
 
@@ -35,7 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 import reactivex
 from pydantic import BaseModel, ConfigDict
@@ -228,6 +232,19 @@ class Node(Generic[ConfigT]):
     #: flow snippets (YAML, one node) that ``tests/test_node_examples.py`` validates
     examples: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = _config_type_argument(cls)
+        if declared is None:
+            return
+        if "config_model" not in cls.__dict__:
+            cls.config_model = declared
+        elif not issubclass(cls.config_model, declared):
+            raise TypeError(
+                f"{cls.__qualname__}: config_model {cls.config_model.__name__} does not match "
+                f"Node[{declared.__name__}]; drop the config_model line (it is derived)"
+            )
+
     def __init__(self, node_id: str, config: ConfigT, ctx: Context) -> None:
         self.node_id = node_id
         self.config = config
@@ -250,6 +267,12 @@ class Node(Generic[ConfigT]):
     @classmethod
     def is_sink(cls) -> bool:
         return cls.input_kind is not None and not cls.output_ports
+
+    @property
+    def bus_info(self) -> Mapping[str, str]:
+        """The bus this node reads or simulates (``interface``, ``channel``, ``bitrate``, ...)
+        for sinks downstream that advertise it; empty for nodes that own no bus."""
+        return {}
 
     # -- graph -----------------------------------------------------------------------------
 
@@ -393,6 +416,17 @@ def split_stream(
         return Observable(subscribe)
 
     return {p: make(p) for p in ports}
+
+
+def _config_type_argument(cls: type) -> type[NodeConfig] | None:
+    """``MyConfig`` for ``class X(Node[MyConfig])`` (directly or through a generic base)."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Node):
+            for arg in get_args(base):
+                if isinstance(arg, type) and issubclass(arg, NodeConfig):
+                    return arg
+    return None
 
 
 def _short(message: Any, limit: int = 160) -> str:

@@ -378,7 +378,6 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     """
 
     type_name: ClassVar[str] = "ecuconnect_tcp_sink"
-    config_model: ClassVar[type[NodeConfig]] = EcuconnectTcpSinkConfig
     input_kind: ClassVar[Kind | None] = Kind.FRAME
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

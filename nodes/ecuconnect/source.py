@@ -127,7 +127,6 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
     """
 
     type_name: ClassVar[str] = "ecuconnect_source"
-    config_model: ClassVar[type[NodeConfig]] = EcuconnectSourceConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
     examples: ClassVar[tuple[str, ...]] = (

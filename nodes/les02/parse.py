@@ -60,7 +60,6 @@ class Les02Parse(Node[Les02ParseConfig]):
     """
 
     type_name: ClassVar[str] = "les02_parse"
-    config_model: ClassVar[type[NodeConfig]] = Les02ParseConfig
     input_kind: ClassVar[Kind | None] = Kind.FRAME
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT, "invalid": Kind.FRAME}
     examples: ClassVar[tuple[str, ...]] = (

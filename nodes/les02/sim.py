@@ -146,7 +146,6 @@ class Les02Sim(Node[Les02SimConfig]):
     """
 
     type_name: ClassVar[str] = "les02_sim"
-    config_model: ClassVar[type[NodeConfig]] = Les02SimConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

@@ -114,7 +114,6 @@ class FileRecorder(Node[FileRecorderConfig]):
     """
 
     type_name: ClassVar[str] = "file_recorder"
-    config_model: ClassVar[type[NodeConfig]] = FileRecorderConfig
     input_kind: ClassVar[Kind | None] = Kind.ANY
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

@@ -225,7 +225,6 @@ class ReplaySource(Node[ReplaySourceConfig]):
     """
 
     type_name: ClassVar[str] = "replay_source"
-    config_model: ClassVar[type[NodeConfig]] = ReplaySourceConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME, "events": Kind.EVENT}
     examples: ClassVar[tuple[str, ...]] = (

@@ -281,7 +281,6 @@ class RideDetect(Node[RideDetectConfig]):
     """
 
     type_name: ClassVar[str] = "ride_detect"
-    config_model: ClassVar[type[NodeConfig]] = RideDetectConfig
     input_kind: ClassVar[Kind | None] = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
     examples: ClassVar[tuple[str, ...]] = (

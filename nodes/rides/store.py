@@ -279,7 +279,6 @@ class RideStore(Node[RideStoreConfig]):
     """
 
     type_name: ClassVar[str] = "ride_store"
-    config_model: ClassVar[type[NodeConfig]] = RideStoreConfig
     input_kind: ClassVar[Kind | None] = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

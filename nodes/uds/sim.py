@@ -149,7 +149,6 @@ class UdsSim(Node[UdsSimConfig]):
     """
 
     type_name: ClassVar[str] = "uds_sim"
-    config_model: ClassVar[type[NodeConfig]] = UdsSimConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
     examples: ClassVar[tuple[str, ...]] = (

@@ -340,7 +340,6 @@ class WsSink(Node[WsSinkConfig]):
     """
 
     type_name: ClassVar[str] = "ws_sink"
-    config_model: ClassVar[type[NodeConfig]] = WsSinkConfig
     input_kind: ClassVar[Kind | None] = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {}
     examples: ClassVar[tuple[str, ...]] = (

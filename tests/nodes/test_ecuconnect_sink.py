@@ -143,8 +143,8 @@ def test_port_in_use_is_a_start_error() -> None:
 def test_flow_frames_reach_a_tcp_client_identically() -> None:
     channel = f"ecu-{uuid.uuid4().hex}"
     registry = Registry()
-    registry.register(CanSource, "test")  # type: ignore[arg-type]
-    registry.register(EcuconnectTcpSink, "test")  # type: ignore[arg-type]
+    registry.register(CanSource, "test")
+    registry.register(EcuconnectTcpSink, "test")
     data = {
         "version": 1,
         "nodes": {

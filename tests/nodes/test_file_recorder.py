@@ -41,7 +41,6 @@ class ListSource(Node[ListSourceConfig]):
     """Emits SOURCES[key] on start, then completes (test source)."""
 
     type_name = "list_source"
-    config_model = ListSourceConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.ANY}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -62,7 +61,6 @@ class Collect(Node[CollectConfig]):
     """Stores what it receives (test sink)."""
 
     type_name = "collect"
-    config_model = CollectConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -73,10 +71,7 @@ class Collect(Node[CollectConfig]):
 def registry() -> Registry:
     SOURCES.clear()
     RECEIVED.clear()
-    reg = Registry()
-    for cls in (ListSource, Collect, FileRecorder, ReplaySource):
-        reg.register(cls, "tests")  # type: ignore[arg-type]
-    return reg
+    return Registry([ListSource, Collect, FileRecorder, ReplaySource], "tests")
 
 
 def run(registry: Registry, nodes: dict[str, Any]) -> Engine:

@@ -36,7 +36,6 @@ class Collect(Node[CollectConfig]):
     """Stores what it receives (test sink)."""
 
     type_name = "collect"
-    config_model = CollectConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -48,11 +47,7 @@ class Collect(Node[CollectConfig]):
 @pytest.fixture
 def registry() -> Registry:
     RECEIVED.clear()
-    reg = Registry()
-    for cls in default_registry():
-        reg.register(cls, "built-in")
-    reg.register(Collect, "tests")  # type: ignore[arg-type]
-    return reg
+    return default_registry().extended(Collect, origin="tests")
 
 
 def write_log(path: Path, frames: list[can.Message]) -> Path:

@@ -132,7 +132,6 @@ class Collect(Node[CollectConfig]):
     """Test sink: keeps every event."""
 
     type_name: ClassVar[str] = "collect_rides"
-    config_model: ClassVar[type[NodeConfig]] = CollectConfig
     input_kind: ClassVar[Kind | None] = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {}
 
@@ -148,7 +147,7 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
         cls = builtin.get(name)
         assert cls is not None
         registry.register(cls, "builtin")
-    registry.register(Collect, "tests")  # type: ignore[arg-type]
+    registry.register(Collect, "tests")
     speed = 20.0
     channel = f"rides-flow-{uuid.uuid4().hex}"
     trips = 4

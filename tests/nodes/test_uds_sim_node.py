@@ -134,8 +134,8 @@ def test_looping_run_goes_on_until_stopped() -> None:
 
 def test_a_flow_with_a_one_session_sim_ends_by_itself() -> None:
     registry = Registry()
-    registry.register(UdsSim, "test")  # type: ignore[arg-type]
-    registry.register(Debug, "test")  # type: ignore[arg-type]
+    registry.register(UdsSim, "test")
+    registry.register(Debug, "test")
     text = (
         "version: 1\nnodes:\n"
         "  uds: {type: uds_sim, loop: false, seed: 24, transfer_blocks: 2, speed: 400,"

@@ -18,7 +18,6 @@ class RelCollect(Node[NodeConfig]):
     """Keeps every message it receives in ``COLLECTED[node id]`` (test sink)."""
 
     type_name: ClassVar[str] = "rel_collect"
-    config_model: ClassVar[type[NodeConfig]] = NodeConfig
     input_kind: ClassVar[Kind | None] = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -33,11 +32,7 @@ def collected() -> dict[str, list[Any]]:
 
 @pytest.fixture
 def registry() -> Registry:
-    reg = Registry()
-    for cls in default_registry():
-        reg.register(cls, "built-in")
-    reg.register(RelCollect, "tests")
-    return reg
+    return default_registry().extended(RelCollect, origin="tests")
 
 
 def fd_count(pid: int | str = "self") -> int:

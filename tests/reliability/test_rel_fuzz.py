@@ -397,7 +397,6 @@ class _Sink(Node[NodeConfig]):
     """Collects what it receives (test sink)."""
 
     type_name = "rel_collect"
-    config_model = NodeConfig
     input_kind = Kind.ANY
     got: list[Any] = []
 

@@ -28,7 +28,6 @@ class Numbers(Node[NumbersConfig]):
     """Emits its configured values on start (test source)."""
 
     type_name = "numbers"
-    config_model = NumbersConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -59,7 +58,6 @@ class Frames(Node[FramesConfig]):
     """A frame source that never emits (kind tests)."""
 
     type_name = "frames"
-    config_model = FramesConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.FRAME}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -75,7 +73,6 @@ class Add(Node[AddConfig]):
     """Adds n (test transform)."""
 
     type_name = "add"
-    config_model = AddConfig
     input_kind = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
 
@@ -104,7 +101,6 @@ class Route(Node[RouteConfig]):
     """Even numbers to `even`, odd to `odd` (test transform with named ports)."""
 
     type_name = "route"
-    config_model = RouteConfig
     input_kind = Kind.EVENT
     output_ports: ClassVar[Mapping[str, Kind]] = {"even": Kind.EVENT, "odd": Kind.EVENT}
 
@@ -122,7 +118,6 @@ class Collect(Node[CollectConfig]):
     """Stores what it receives (test sink)."""
 
     type_name = "collect"
-    config_model = CollectConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -145,7 +140,6 @@ class FrameSink(Node[FrameSinkConfig]):
     """Takes frames only (kind tests)."""
 
     type_name = "frame_sink"
-    config_model = FrameSinkConfig
     input_kind = Kind.FRAME
 
     def consume(self, message: Any) -> None:
@@ -160,7 +154,6 @@ class Ticker(Node[TickerConfig]):
     """Emits 0, 1, 2, ... every `interval` seconds until stopped (test source)."""
 
     type_name = "ticker"
-    config_model = TickerConfig
     output_ports: ClassVar[Mapping[str, Kind]] = {"out": Kind.EVENT}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -192,7 +185,6 @@ class Failing(Node[FailingConfig]):
     """A sink that cannot start (test)."""
 
     type_name = "failing"
-    config_model = FailingConfig
     input_kind = Kind.ANY
 
     def consume(self, message: Any) -> None:
@@ -212,10 +204,7 @@ def registry() -> Registry:
     RECEIVED.clear()
     LIFECYCLE.clear()
     SUBSCRIPTIONS.clear()
-    reg = Registry()
-    for cls in (Numbers, Frames, Add, Route, Collect, FrameSink, Ticker, Failing):
-        reg.register(cls, "tests")  # type: ignore[arg-type]
-    return reg
+    return Registry([Numbers, Frames, Add, Route, Collect, FrameSink, Ticker, Failing], "tests")
 
 
 @pytest.fixture
