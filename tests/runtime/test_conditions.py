@@ -204,10 +204,13 @@ class When(Node[WhenConfig]):
     input_kind: ClassVar[Kind | None] = Kind.ANY
     output_ports: ClassVar[Mapping[str, Kind]] = {}
 
+    def consume(self, message: Any) -> None:
+        pass
+
 
 def test_compile_time_errors_have_file_line_col() -> None:
     registry = Registry()
-    registry.register(When, "test")  # type: ignore[arg-type]
+    registry.register(When, "test")
     text = textwrap.dedent(
         """\
         version: 1
@@ -235,7 +238,7 @@ def test_compile_time_errors_have_file_line_col() -> None:
 
 def test_valid_conditions_compile_and_run() -> None:
     registry = Registry()
-    registry.register(When, "test")  # type: ignore[arg-type]
+    registry.register(When, "test")
     text = "version: 1\nnodes:\n  w:\n    type: when\n    when: [{field: dlc, op: ge, value: 4}]\n"
     flow = compile_document(load_flow_text(text, "c.yaml", env={}), registry)
     config = flow.nodes["w"].config
