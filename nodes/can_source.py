@@ -27,6 +27,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,9 +35,10 @@ from typing import Any, ClassVar
 import can
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from reactivex import Observable
-from reactivex.subject import Subject
 
-from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
+from les02_flow.nodes.fdbus import FdReader, Raw, fd_reader
+from les02_flow.streams import HotPort
 
 __all__ = [
     "BATCH_LIMIT",
@@ -62,6 +64,20 @@ MAX_BATCHES_IN_FLIGHT = 4
 STOP_TIMEOUT = 2.0
 #: seconds ``start()`` waits for the first open attempt before it returns anyway
 START_TIMEOUT = 5.0
+#: default ``rcvbuf``: 4 MiB (about 1 s of a saturated 1 Mbit/s bus on udp_multicast)
+DEFAULT_RCVBUF = 4 * 1024 * 1024
+#: socket buses: most datagrams read from the socket in one go
+READ_LIMIT = 4096
+#: socket buses: most frames read but not yet emitted; beyond, the socket is left to the kernel
+#: (whose drops are counted) instead of growing memory without bound
+BACKLOG_LIMIT = 65536
+#: socket buses: seconds of emitting per loop iteration before the loop gets its turn back
+#: (sink flushes, timers, the socket itself); the rest follows on the next iteration
+EMIT_BUDGET = 0.002
+#: socket buses: frames emitted between two looks at the clock
+EMIT_CHUNK = 16
+#: seconds between two looks at the kernel's drop count when no datagram says it
+DROP_POLL_INTERVAL = 1.0
 
 _ID_MAX = 0x1FFFFFFF
 _RESERVED_OPTIONS = frozenset(
@@ -148,6 +164,14 @@ class CanSourceConfig(NodeConfig):
         "(e.g. slcan tty_baudrate, pcan auto_reset, virtual rx_queue_size). Keys that have "
         "their own field here (interface, channel, bitrate, fd, data_bitrate, "
         "receive_own_messages, can_filters) are rejected.",
+    )
+    rcvbuf: int | None = Field(
+        default=DEFAULT_RCVBUF,
+        ge=0,
+        description="Receive buffer in bytes for buses that are sockets (udp_multicast, "
+        "SocketCAN): what the kernel holds while the flow is busy before it drops frames "
+        "(drops are counted as kernel_drops). The kernel caps it at net.core.rmem_max "
+        "(raise that with sysctl, see docs/performance.md); 0 or null = the OS default.",
     )
     retry_initial: float = Field(
         default=0.5, gt=0, description="Seconds before the first reopen attempt after a failure."
@@ -253,6 +277,12 @@ class _Session:
     thread_done: asyncio.Future[None] | None = None
     delivered: int = 0
     closed: bool = False
+    reader: FdReader | None = None
+    backlog: deque[Raw] = field(default_factory=deque)
+    paused: bool = False
+    pump_scheduled: bool = False
+    drops_seen: int = 0
+    drop_timer: asyncio.TimerHandle | None = None
 
 
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
@@ -325,7 +355,7 @@ class CanSource(Node[CanSourceConfig]):
 
     def __init__(self, node_id: str, config: CanSourceConfig, ctx: Context) -> None:
         super().__init__(node_id, config, ctx)
-        self._subject: Subject[can.Message] = Subject()
+        self._subject: HotPort[can.Message] = HotPort()
         self._lock = threading.Lock()
         self._closed = False
         self._stopped = False
@@ -333,6 +363,8 @@ class CanSource(Node[CanSourceConfig]):
         self._first_attempt: asyncio.Future[None] | None = None
         self._session: _Session | None = None
         self._where = f"interface={config.interface}, channel={config.channel}"
+        self._drop_log = RateLimitedLog(ctx.logger)
+        self._bad_log = RateLimitedLog(ctx.logger)
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -355,7 +387,7 @@ class CanSource(Node[CanSourceConfig]):
         return session.bus if session is not None and not session.closed else None
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
-        return {"out": self._subject}
+        return {"out": self._subject.observable}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -378,6 +410,12 @@ class CanSource(Node[CanSourceConfig]):
             return
         self._stopped = True
         try:
+            session = self._session
+            if session is not None and session.reader is not None and not session.closed:
+                # frames already taken from the socket still go out (a bounded amount)
+                self._read_fd(session)
+                while session.backlog:
+                    self._pump(session, budget=float("inf"))
             with self._lock:
                 self._closed = True
             task = self._task
@@ -523,13 +561,27 @@ class CanSource(Node[CanSourceConfig]):
         loop = asyncio.get_running_loop()
         session = _Session(bus=bus, failed=loop.create_future())
         self._session = session
-        fd = _usable_fileno(bus)
-        if fd is not None:
+        how = "reader thread"
+        reader = self._fd_reader(bus)
+        if reader is not None:
             try:
-                loop.add_reader(fd, self._on_readable, session)
-                session.fd = fd
+                loop.add_reader(reader.fd, self._on_fd_readable, session)
+                session.fd = reader.fd
+                session.reader = reader
+                session.drop_timer = loop.call_later(DROP_POLL_INTERVAL, self._poll_drops, session)
+                how = f"batched socket reads ({reader.kind}, rcvbuf {reader.rcvbuf():,} bytes)"
             except Exception:  # e.g. a loop without add_reader (Windows proactor)
                 session.fd = None
+                session.reader = None
+        if session.fd is None:
+            fd = _usable_fileno(bus)
+            if fd is not None:
+                try:
+                    loop.add_reader(fd, self._on_readable, session)
+                    session.fd = fd
+                    how = "add_reader"
+                except Exception:
+                    session.fd = None
         if session.fd is None:
             session.thread_done = loop.create_future()
             session.thread = threading.Thread(
@@ -540,15 +592,60 @@ class CanSource(Node[CanSourceConfig]):
             )
             session.thread.start()
         self.log.info(
-            "can_source '%s': reading CAN bus (%s) via %s",
-            self.node_id,
-            self._where,
-            "add_reader" if session.fd is not None else "reader thread",
+            "can_source '%s': reading CAN bus (%s) via %s", self.node_id, self._where, how
         )
         return session
 
+    def _fd_reader(self, bus: can.BusABC) -> FdReader | None:
+        """The batched socket reader for ``bus`` with ``rcvbuf`` applied, or ``None``."""
+        try:
+            reader = fd_reader(bus)
+        except Exception as exc:
+            self.log.debug("can_source '%s': no batched reader: %s", self.node_id, exc)
+            return None
+        if reader is None:
+            return None
+        want = self.config.rcvbuf
+        if want:
+            try:
+                got = reader.set_rcvbuf(want)
+            except OSError as exc:
+                self.log.warning(
+                    "can_source '%s': cannot set rcvbuf=%d on %s: %s",
+                    self.node_id,
+                    want,
+                    self._where,
+                    exc,
+                )
+            else:
+                if got < want:  # Linux reports twice what it grants
+                    self.log.warning(
+                        "can_source '%s': rcvbuf %d bytes asked, the kernel granted %d "
+                        "(capped by net.core.rmem_max; raise it with "
+                        "'sysctl -w net.core.rmem_max=%d', see docs/performance.md)",
+                        self.node_id,
+                        want,
+                        got,
+                        want,
+                    )
+        if not reader.rxq_ovfl:
+            self.log.info(
+                "can_source '%s': the socket of %s cannot report drops (SO_RXQ_OVFL)%s",
+                self.node_id,
+                self._where,
+                "; the kernel's socket table is read instead"
+                if reader.kind == "udp_multicast"
+                else "",
+            )
+        return reader
+
     def _detach(self, session: _Session) -> None:
         session.stop.set()
+        if session.drop_timer is not None:
+            session.drop_timer.cancel()
+            session.drop_timer = None
+        if session.reader is not None:
+            self._poll_drops(session, again=False)
         if session.fd is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(session.fd)
@@ -609,6 +706,143 @@ class CanSource(Node[CanSourceConfig]):
         if error is not None:
             self._detach(session)  # a dead fd stays readable: stop watching it at once
             self._fail(session, error)
+
+    # -- socket buses (udp_multicast, SocketCAN): batched non-blocking reads --------------------
+
+    def _on_fd_readable(self, session: _Session) -> None:
+        """Loop side (``add_reader``): empty the socket into the backlog, then emit a share."""
+        if session.stop.is_set():
+            return
+        if self._read_fd(session) and not session.pump_scheduled:
+            self._pump(session)
+
+    def _read_fd(self, session: _Session) -> bool:
+        """Read what the socket holds (bounded by ``BACKLOG_LIMIT``); ``False``: it failed."""
+        reader = session.reader
+        if reader is None or session.paused:
+            return True
+        backlog = session.backlog
+        room = BACKLOG_LIMIT - len(backlog)
+        try:
+            emptied = reader.read(backlog, min(room, READ_LIMIT))
+        except OSError as exc:
+            self._detach(session)  # a dead fd stays readable: stop watching it at once
+            while backlog:  # what got through before the failure still goes out
+                self._pump(session, budget=float("inf"))
+            self._fail(session, can.CanOperationError(f"receiving failed: {exc}"))
+            return False
+        if reader.kernel_drops != session.drops_seen:
+            self._count_drops(session)
+        if not emptied and len(backlog) >= BACKLOG_LIMIT and session.fd is not None:
+            # the flow is behind by BACKLOG_LIMIT frames: leave further ones to the kernel,
+            # whose buffer overflows visibly (kernel_drops), until the backlog has shrunk
+            session.paused = True
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(session.fd)
+        return True
+
+    def _pump(self, session: _Session, budget: float = EMIT_BUDGET) -> None:
+        """Decode and emit backlog frames for at most ``budget`` seconds, then yield."""
+        backlog = session.backlog
+        reader = session.reader
+        if reader is None or not backlog:
+            return
+        decode = reader.decode
+        on_next = self._subject.on_next
+        popleft = backlog.popleft
+        clock = time.perf_counter
+        deadline = clock() + budget
+        emitted = 0
+        closed = self._closed
+        while backlog:
+            for _ in range(min(EMIT_CHUNK, len(backlog))):
+                raw = popleft()
+                try:
+                    msg = decode(raw)
+                except Exception as exc:
+                    self._bad_datagram(raw, exc)
+                    continue
+                if msg is None:  # filtered out, as python-can would
+                    continue
+                emitted += 1
+                if closed:
+                    continue
+                try:
+                    on_next(msg)
+                except Exception as exc:  # a downstream bug must not lose the rest
+                    self.report_error(msg, exc)
+            if clock() >= deadline:
+                break
+        session.delivered += emitted
+        if session.paused and len(backlog) < BACKLOG_LIMIT // 2 and not session.stop.is_set():
+            session.paused = False
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().add_reader(reader.fd, self._on_fd_readable, session)
+        if backlog and not session.pump_scheduled and not session.stop.is_set():
+            session.pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_again, session)
+
+    def _pump_again(self, session: _Session) -> None:
+        session.pump_scheduled = False
+        if session.stop.is_set():
+            return
+        if self._read_fd(session):  # keep the socket empty while catching up
+            self._pump(session)
+
+    def _bad_datagram(self, raw: Raw, exc: Exception) -> None:
+        self.counters.errors += 1
+        self.counters.bump("bad_frames")
+        self._bad_log(
+            logging.WARNING,
+            "can_source '%s': skipped a datagram on %s that is not a CAN frame: %s: %s "
+            "(%d bytes: %s)",
+            self.node_id,
+            self._where,
+            type(exc).__name__,
+            exc,
+            len(raw[0]),
+            raw[0][:32].hex(),
+        )
+
+    def _poll_drops(self, session: _Session, again: bool = True) -> None:
+        """Timer: ask the kernel's socket table for drops no datagram has reported yet."""
+        reader = session.reader
+        if reader is None:
+            return
+        try:
+            reader.poll_drops()
+        except Exception as exc:  # diagnostics must never stop the reader
+            self.log.debug("can_source '%s': drop poll failed: %s", self.node_id, exc)
+        if reader.kernel_drops != session.drops_seen:
+            self._count_drops(session)
+        if again and not session.stop.is_set():
+            session.drop_timer = asyncio.get_running_loop().call_later(
+                DROP_POLL_INTERVAL, self._poll_drops, session
+            )
+
+    def _count_drops(self, session: _Session) -> None:
+        reader = session.reader
+        assert reader is not None
+        new = reader.kernel_drops - session.drops_seen
+        if new <= 0:
+            return
+        session.drops_seen = reader.kernel_drops
+        self.counters.bump("kernel_drops", new)
+        total = self.counters.extra.get("kernel_drops", 0)
+        self.ctx.set_status("warning", f"the kernel dropped {total} frame(s): receive buffer full")
+        self._drop_log(
+            logging.WARNING,
+            "can_source '%s': the kernel dropped %d frame(s) on %s because the socket's "
+            "receive buffer (%d bytes) was full: the flow did not keep up (%d dropped in "
+            "total) -- raise rcvbuf / net.core.rmem_max or lighten the flow",
+            self.node_id,
+            new,
+            self._where,
+            reader.rcvbuf(),
+            total,
+        )
+
+    # -- other buses: a reader thread ------------------------------------------------------
 
     def _read_thread(self, session: _Session, loop: asyncio.AbstractEventLoop) -> None:
         """Reader thread: block in recv, drain, hand over whole batches (one call each)."""

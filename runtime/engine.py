@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reactivex import Observable, abc
-from reactivex.subject import Subject
 
 from .compiler import CompiledFlow, CompiledNode
 from .node import Context, Counters, FlowView, Node, NodeConfig
+from .streams import HotPort
 
 __all__ = ["ApplyResult", "Engine", "format_stats"]
 
@@ -53,18 +53,26 @@ class _Inlet:
         self.upstream: set[PortKey] = set()
         self.done: set[PortKey] = set()
         self.completed = False
-        self.subject: Subject[Any] | None = None
-        self.deliver: Callable[[Any], None]
-        if live.spec.cls.is_sink():
-            self.deliver = node.consume
-        else:
-            self.subject = Subject()
-            self.deliver = self.subject.on_next
+        #: what a transform's ``build()`` subscribes to (``None`` for sinks)
+        self.subject: HotPort[Any] | None = None
+        self.consume: Callable[[Any], None] = node.consume
+        if not live.spec.cls.is_sink():
+            self.subject = HotPort()
+            self.push = self._push_port  # type: ignore[method-assign]
 
     def push(self, value: Any) -> None:
+        """Sinks: count, hand to ``consume``, guard."""
         self.counters.received += 1
         try:
-            self.deliver(value)
+            self.consume(value)
+        except Exception as exc:
+            self.report(value, exc)
+
+    def _push_port(self, value: Any) -> None:
+        """Transforms: count, emit into the node's input stream, guard."""
+        self.counters.received += 1
+        try:
+            self.subject.on_next(value)  # type: ignore[union-attr]
         except Exception as exc:
             self.report(value, exc)
 
@@ -300,7 +308,8 @@ class Engine:
             live.inlet = _Inlet(live)
         if spec.cls.is_sink():
             return live
-        source = live.inlet.subject if live.inlet is not None else None
+        port = live.inlet.subject if live.inlet is not None else None
+        source = port.observable if port is not None else None
         ports = dict(live.node.build(source))
         missing = set(spec.cls.output_ports) - set(ports)
         if missing:

@@ -1,0 +1,322 @@
+"""can_source on a real cross-process-capable bus: python-can's ``udp_multicast`` interface.
+
+Multicast runs only inside a private network namespace (DESIGN §7): the test re-executes this
+file under ``unshare -rn`` (loopback only, multicast routed to ``lo``) and checks the JSON
+report the scenarios print. Scenarios:
+
+* **frame for frame**: every datagram a python-can sender puts on the bus is decoded by
+  can_source's batched reader exactly as python-can's own ``UdpMulticastBus.recv`` decodes the
+  same datagram (a second python-can bus in the same group receives every one of them): all
+  fields, the kernel timestamp, software filters and the CAN FD rule included;
+* **a datagram that is not a frame** is counted (``bad_frames``) and skipped; reading goes on;
+* **kernel drops are counted**: with a tiny ``rcvbuf`` and the event loop stalled while a
+  sender floods the bus, ``kernel_drops`` equals the drop count of the kernel's socket table
+  (``/proc/net/udp``) and emitted + dropped == sent: nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+
+HERE = Path(__file__).resolve()
+REPORT = "UDP-REPORT "
+GROUP = "239.74.163.9"
+NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
+
+
+def _netns_problem() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "needs Linux network namespaces"
+    for tool in ("unshare", "ip", "sh"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' is not installed"
+    try:
+        done = subprocess.run(
+            ["unshare", "-rn", "sh", "-c", NETNS_SETUP],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare -rn failed: {exc}"
+    if done.returncode != 0:
+        return f"unshare -rn is not permitted here: {done.stderr.strip()}"
+    return None
+
+
+def _inside() -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            "unshare",
+            "-rn",
+            "sh",
+            "-c",
+            f'{NETNS_SETUP} && exec "$0" "$1" --inside',
+            sys.executable,
+            str(HERE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(REPORT)]
+    assert done.returncode == 0 and lines, f"scenario failed:\n{done.stdout}\n{done.stderr}"
+    report: dict[str, Any] = json.loads(lines[-1][len(REPORT) :])
+    return report
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    problem = _netns_problem()
+    if problem:
+        pytest.skip(f"udp_multicast tests need a private network namespace: {problem}")
+    return _inside()
+
+
+def test_batched_reader_decodes_frame_for_frame_like_python_can(report: dict[str, Any]) -> None:
+    same = report["same"]
+    assert same["reader"] == "udp_multicast"
+    assert same["sent"] == 400
+    # python-can's own reader of the same group: what it returns, can_source emitted
+    assert same["python_can"] == same["ours"]
+    assert len(same["ours"]) == same["expected_after_filters"] > 0
+    assert same["kernel_drops"] == 0
+
+
+def test_a_datagram_that_is_no_frame_is_counted_and_skipped(report: dict[str, Any]) -> None:
+    bad = report["bad"]
+    assert bad["bad_frames"] == 1
+    assert bad["frames_after"] == [0x321, 0x322]  # reading went on
+
+
+def test_kernel_drops_are_counted_exactly(report: dict[str, Any]) -> None:
+    drops = report["drops"]
+    assert drops["rxq_ovfl"] is True
+    assert drops["kernel_drops"] > 0, drops
+    # the counter equals what the kernel says it dropped on that socket ...
+    assert drops["kernel_drops"] == drops["proc_drops"], drops
+    # ... and together with what was emitted accounts for every frame sent
+    assert drops["emitted"] + drops["kernel_drops"] == drops["sent"], drops
+    assert drops["warned"], "a warning names the drops"
+
+
+# -- inside the namespace ----------------------------------------------------------------------
+
+
+def _fields(msg: can.Message) -> list[Any]:
+    return [
+        msg.timestamp,
+        msg.arbitration_id,
+        msg.is_extended_id,
+        msg.is_remote_frame,
+        msg.is_error_frame,
+        msg.channel,
+        msg.dlc,
+        bytes(msg.data).hex(),
+        msg.is_fd,
+        msg.is_rx,
+        msg.bitrate_switch,
+        msg.error_state_indicator,
+    ]
+
+
+def _variety(n: int) -> list[can.Message]:
+    out = []
+    for i in range(n):
+        kind = i % 8
+        if kind == 0:
+            out.append(can.Message(arbitration_id=0x80 + i % 2, data=bytes([i % 256, 1, 2, 3])))
+        elif kind == 1:
+            out.append(can.Message(arbitration_id=0x1ABCDE0 + i, is_extended_id=True, data=b""))
+        elif kind == 2:
+            out.append(can.Message(arbitration_id=0x7FF, is_remote_frame=True, dlc=i % 9))
+        elif kind == 3:
+            out.append(can.Message(arbitration_id=0x85, data=bytes(range(8)), channel="les02"))
+        elif kind == 4:
+            out.append(
+                can.Message(
+                    arbitration_id=0x123,
+                    is_fd=True,
+                    bitrate_switch=bool(i % 2),
+                    error_state_indicator=True,
+                    data=bytes(range((0, 8, 12, 24, 48, 64)[i // 8 % 6])),
+                )
+            )
+        elif kind == 5:
+            out.append(can.Message(arbitration_id=0x88, data=bytes([255] * 8), timestamp=1e9 + i))
+        elif kind == 6:
+            out.append(can.Message(is_error_frame=True, arbitration_id=0x4, data=bytes(8)))
+        else:
+            out.append(can.Message(arbitration_id=0x81, data=bytes([i % 256])))
+    return out
+
+
+def _node(port: int, **extra: Any) -> Any:
+    from les02_flow.node import Context
+    from les02_flow.nodes.can_source import CanSource, CanSourceConfig
+
+    cfg = CanSourceConfig(
+        interface="udp_multicast", channel=GROUP, bus_options={"port": port}, **extra
+    )
+    return CanSource("bus", cfg, Context("bus", logging.getLogger("udp-test")))
+
+
+async def _wait(cond: Any, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+async def _same(port: int) -> dict[str, Any]:
+    filters = [{"can_id": 0x80, "can_mask": 0x7F0}, {"can_id": 0x1ABCDE0, "can_mask": 0x1FFFFF00}]
+    node = _node(
+        port,
+        fd=False,
+        filters=[
+            {"can_id": 0x80, "can_mask": 0x7F0},
+            {"can_id": 0x1ABCDE0, "can_mask": 0x1FFFFF00},
+        ],
+    )
+    got: list[can.Message] = []
+    node.build(None)["out"].subscribe(got.append)
+    await node.start()
+    reader = node._session.reader
+    ref = can.Bus(
+        interface="udp_multicast", channel=GROUP, port=port, fd=False, can_filters=filters
+    )
+    # room for all 400 datagrams: the reference reads only after the sender is done
+    ref._multicast._socket.setsockopt(  # type: ignore[attr-defined]
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20
+    )
+    sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    frames = _variety(400)
+    for msg in frames:
+        sender.send(msg)
+    expected = [m for m in frames if ref._matches_filters(m) and not m.is_fd]
+    theirs: list[can.Message] = []
+    loop = asyncio.get_running_loop()
+    while len(theirs) < len(expected):
+        got_one: can.Message | None = await loop.run_in_executor(None, lambda: ref.recv(5.0))
+        assert got_one is not None, "python-can's reader got fewer frames than expected"
+        theirs.append(got_one)
+    await _wait(lambda: len(got) >= len(expected))
+    drops = node.counters.extra.get("kernel_drops", 0)
+    await node.stop()
+    ref.shutdown()
+    sender.shutdown()
+    return {
+        "reader": reader.kind if reader is not None else None,
+        "sent": len(frames),
+        "expected_after_filters": len(expected),
+        "python_can": [_fields(m) for m in theirs],
+        "ours": [_fields(m) for m in got],
+        "kernel_drops": drops,
+    }
+
+
+async def _bad(port: int) -> dict[str, Any]:
+    node = _node(port)
+    got: list[int] = []
+    node.build(None)["out"].subscribe(lambda m: got.append(m.arbitration_id))
+    await node.start()
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    raw.sendto(b"\x93\x01\x02\x03 not msgpack of a frame", (GROUP, port))
+    raw.close()
+    sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    sender.send(can.Message(arbitration_id=0x321, data=b"\x01"))
+    sender.send(can.Message(arbitration_id=0x322, data=b"\x02"))
+    await _wait(lambda: len(got) >= 2)
+    result = {"bad_frames": node.counters.extra.get("bad_frames", 0), "frames_after": got}
+    await node.stop()
+    sender.shutdown()
+    return result
+
+
+def _proc_drops(inode: int) -> int:
+    with open("/proc/net/udp", encoding="ascii") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[9] == str(inode):
+                return int(cols[12])
+    raise AssertionError(f"socket inode {inode} not in /proc/net/udp")
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def _drops(port: int) -> dict[str, Any]:
+    warnings = _Warnings()
+    logging.getLogger("udp-test").addHandler(warnings)
+    node = _node(port, rcvbuf=4096)
+    emitted = [0]
+
+    def count(_msg: can.Message) -> None:
+        emitted[0] += 1
+
+    node.build(None)["out"].subscribe(count)
+    await node.start()
+    session = node._session
+    inode = os.fstat(session.reader.fd).st_ino
+    sent = 3000
+    sender_done = threading.Event()
+
+    def flood() -> None:
+        bus = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+        for i in range(sent):
+            bus.send(can.Message(arbitration_id=0x80, data=i.to_bytes(4, "big")))
+        bus.shutdown()
+        sender_done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    # the flow is stuck (the loop does not run) while the sender floods the bus
+    assert sender_done.wait(30), "sender did not finish"
+    time.sleep(0.05)  # noqa: ASYNC251
+    await _wait(lambda: emitted[0] + node.counters.extra.get("kernel_drops", 0) >= sent)
+    result = {
+        "sent": sent,
+        "emitted": emitted[0],
+        "rxq_ovfl": session.reader.rxq_ovfl,
+        "kernel_drops": node.counters.extra.get("kernel_drops", 0),
+        "proc_drops": _proc_drops(inode),
+        "warned": any("dropped" in line for line in warnings.lines),
+    }
+    await node.stop()
+    return result
+
+
+async def _scenarios() -> dict[str, Any]:
+    return {
+        "same": await _same(47001),
+        "bad": await _bad(47002),
+        "drops": await _drops(47003),
+    }
+
+
+if __name__ == "__main__" and "--inside" in sys.argv:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    print(REPORT + json.dumps(asyncio.run(_scenarios())), flush=True)
