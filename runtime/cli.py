@@ -28,6 +28,7 @@ from .cliutil import (
     setup_logging,
 )
 from .describe import flow_schema, node_markdown, nodes_markdown, render_graph
+from .node import config_ports
 from .registry import RegistryError, default_registry
 
 __all__ = ["build_parser", "main"]
@@ -105,6 +106,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for cls in registry:
         inp = cls.input_kind.value if cls.input_kind else "-"
         outs = ",".join(f"{p}:{k.value}" for p, k in cls.output_ports.items()) or "-"
+        if config_ports(cls):
+            outs = "<config>," + outs
         print(f"{cls.type_name:<{width}}  in={inp:<5} out={outs:<26} {cls.summary()}")
     return 0
 

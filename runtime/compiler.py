@@ -12,7 +12,7 @@ duplicate ids, unset variables, bad ``--set``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
-from .node import DEFAULT_PORT, Node, NodeConfig
+from .node import DEFAULT_PORT, Kind, Node, NodeConfig, config_ports
 from .registry import Registry, default_registry
 
 __all__ = ["CompiledFlow", "CompiledNode", "compile_document", "compile_file"]
@@ -31,7 +31,13 @@ TOP_LEVEL = ("version", "name", "description", "nodes")
 
 @dataclass
 class CompiledNode:
-    """One validated node: its class, config instance and outgoing wires per port."""
+    """One validated node: its class, config instance and outgoing wires per port.
+
+    ``ports`` are this instance's output ports (``cls.ports_for(config)``: the class-level
+    ``output_ports`` for most types, ports named by the config for e.g. ``switch``);
+    ``kinds`` what each port carries in this flow (an ``any`` port of a pass-through node is
+    resolved to the kind wired into it, where that is one kind).
+    """
 
     id: str
     cls: type[Node[NodeConfig]]
@@ -40,6 +46,14 @@ class CompiledNode:
     label: str | None = None
     disabled: bool = False
     location: Location = field(default_factory=lambda: Location("<flow>"))
+    ports: dict[str, Kind] = field(default_factory=dict)
+    kinds: dict[str, Kind] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            self.ports = dict(self.cls.ports_for(self.config))
+        for port, kind in self.ports.items():
+            self.kinds.setdefault(port, kind)
 
     @property
     def type_name(self) -> str:
@@ -117,17 +131,33 @@ def compile_document(doc: FlowDocument, registry: Registry | None = None) -> Com
 
     classes: dict[str, type[Node[NodeConfig]]] = {}
     wiring: dict[str, dict[str, list[str]]] = {}
+    #: per node: output port -> kind (None: the config is invalid, so the ports are unknown)
+    port_kinds: dict[str, dict[str, Kind] | None] = {}
+    input_kinds: dict[str, Kind | None] = {}
     for node_id, raw in raw_nodes.items():
         nid = str(node_id)
         cls, compiled = _compile_node(doc, registry, nid, raw, errors)
         if cls is None:
             continue
         classes[nid] = cls
-        wiring[nid] = _compile_wires(doc, nid, cls, raw.get("wires"), raw_nodes, errors)
+        if compiled is not None:
+            ports: dict[str, Kind] | None = dict(compiled.ports)
+            input_kinds[nid] = cls.input_kind_for(compiled.config)
+        elif config_ports(cls):
+            ports = None
+            input_kinds[nid] = cls.input_kind
+        else:
+            ports = dict(cls.output_ports)
+            input_kinds[nid] = cls.input_kind
+        port_kinds[nid] = ports
+        wiring[nid] = _compile_wires(doc, nid, cls, ports, raw.get("wires"), raw_nodes, errors)
         if compiled is not None:
             compiled.wires = wiring[nid]
             nodes[nid] = compiled
-    _check_kinds(doc, classes, wiring, errors)
+    resolved = _resolve_kinds(classes, port_kinds, input_kinds, wiring)
+    for nid, compiled in nodes.items():
+        compiled.kinds = dict(resolved.get(nid) or compiled.ports)
+    _check_kinds(doc, classes, resolved, input_kinds, wiring, errors)
     _check_cycles(doc, wiring, errors)
     if errors:
         raise FlowErrors(errors)
@@ -214,15 +244,18 @@ def _compile_wires(
     doc: FlowDocument,
     nid: str,
     cls: type[Node[NodeConfig]],
+    known_ports: Mapping[str, Kind] | None,
     raw: Any,
     raw_nodes: dict[Any, Any],
     errors: list[FlowError],
 ) -> dict[str, list[str]]:
+    """Wires by port. ``known_ports`` is ``None`` when the ports depend on a config that is
+    invalid (already reported): port names are then not checked."""
     base = ("nodes", nid, "wires")
     if raw is None:
         return {}
-    ports = dict(cls.output_ports)
-    if not ports:
+    ports = dict(cls.output_ports if known_ports is None else known_ports)
+    if not ports and known_ports is not None:
         errors.append(
             FlowError(doc.where(base), f"{cls.type_name} is a sink: it has no output to wire", nid)
         )
@@ -248,7 +281,7 @@ def _compile_wires(
         return {}
     wires: dict[str, list[str]] = {}
     for port, (targets, path) in by_port.items():
-        if port not in ports:
+        if port not in ports and known_ports is not None:
             errors.append(
                 FlowError(
                     doc.where(path, key=True),
@@ -284,15 +317,60 @@ def _compile_wires(
     return wires
 
 
+def _resolve_kinds(
+    classes: dict[str, type[Node[NodeConfig]]],
+    port_kinds: dict[str, dict[str, Kind] | None],
+    input_kinds: dict[str, Kind | None],
+    wiring: dict[str, dict[str, list[str]]],
+) -> dict[str, dict[str, Kind] | None]:
+    """Resolve the ``any`` output ports of pass-through nodes (class input ``any``): to the
+    instance's input kind when its config narrows it (a filter on CAN ids: ``frame``), else to
+    the one kind wired into the node, following the wires to a fixpoint (cycles are reported
+    elsewhere). Several kinds wired in, or none known, leave the port ``any``."""
+    resolved = {nid: (dict(p) if p is not None else None) for nid, p in port_kinds.items()}
+    through_nodes = [
+        nid
+        for nid, p in port_kinds.items()
+        if p is not None and classes[nid].input_kind is Kind.ANY and Kind.ANY in p.values()
+    ]
+    for _ in range(len(through_nodes) + 1):
+        changed = False
+        for nid in through_nodes:
+            narrowed = input_kinds.get(nid)
+            through: Kind
+            if narrowed is not None and narrowed is not Kind.ANY:
+                through = narrowed
+            else:
+                seen: set[Kind] = set()
+                for src, wires in wiring.items():
+                    kinds = resolved.get(src)
+                    for port, targets in wires.items():
+                        if nid in targets:
+                            seen.add(kinds.get(port, Kind.ANY) if kinds else Kind.ANY)
+                through = next(iter(seen)) if len(seen) == 1 else Kind.ANY
+            current = resolved[nid]
+            assert current is not None
+            for port, declared in (port_kinds[nid] or {}).items():
+                if declared is Kind.ANY and current[port] is not through:
+                    current[port] = through
+                    changed = True
+        if not changed:
+            break
+    return resolved
+
+
 def _check_kinds(
     doc: FlowDocument,
     classes: dict[str, type[Node[NodeConfig]]],
+    port_kinds: dict[str, dict[str, Kind] | None],
+    input_kinds: dict[str, Kind | None],
     wiring: dict[str, dict[str, list[str]]],
     errors: list[FlowError],
 ) -> None:
     for nid, wires in wiring.items():
+        kinds = port_kinds.get(nid)
         for port, targets in wires.items():
-            out_kind = classes[nid].output_ports[port]
+            out_kind = kinds.get(port, Kind.ANY) if kinds is not None else Kind.ANY
             for i, target in enumerate(targets):
                 dst = classes.get(target)
                 if dst is None:
@@ -300,15 +378,16 @@ def _check_kinds(
                 by_port = ("nodes", nid, "wires", port, i)
                 listed = ("nodes", nid, "wires", i)
                 where = doc.where(by_port if by_port in doc.values else listed)
-                if dst.input_kind is None:
+                dst_kind = input_kinds.get(target, dst.input_kind)
+                if dst_kind is None:
                     msg = f"'{target}' ({dst.type_name}) is a source: it takes no input"
                     errors.append(FlowError(where, msg, nid))
-                elif not dst.input_kind.accepts(out_kind):
+                elif not dst_kind.accepts(out_kind):
                     errors.append(
                         FlowError(
                             where,
                             f"kind mismatch: port '{port}' carries {out_kind.value} messages but "
-                            f"'{target}' ({dst.type_name}) takes {dst.input_kind.value}",
+                            f"'{target}' ({dst.type_name}) takes {dst_kind.value}",
                             nid,
                         )
                     )

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic_core import PydanticUndefined
 
 from .compiler import RESERVED, CompiledFlow
-from .node import Node, NodeConfig
+from .node import Kind, Node, NodeConfig, config_ports
 from .registry import Registry
 
 __all__ = ["flow_schema", "node_markdown", "nodes_markdown", "render_graph"]
@@ -103,6 +103,10 @@ def node_markdown(cls: type[Node[NodeConfig]]) -> str:
     lines.append(f"- **input:** {inp}")
     if cls.output_ports:
         ports = ", ".join(f"`{p}` ({k.value})" for p, k in cls.output_ports.items())
+        if config_ports(cls):
+            ports = f"ports named by the config, plus {ports}"
+        if Kind.ANY in cls.output_ports.values():
+            ports += "; `any` ports carry what the node receives"
         lines.append(f"- **outputs:** {ports}")
     else:
         lines.append("- **outputs:** none (sink)")
@@ -205,7 +209,7 @@ def render_graph(flow: CompiledFlow, fmt: str = "mermaid") -> str:
             lines.append(f'  {n.id}["{text}"]')
         for n in flow.nodes.values():
             for port, targets in n.wires.items():
-                kind = n.cls.output_ports[port].value
+                kind = n.kinds[port].value
                 for t in targets:
                     lines.append(f"  {n.id} -->|{port}: {kind}| {t}")
     else:
@@ -216,7 +220,7 @@ def render_graph(flow: CompiledFlow, fmt: str = "mermaid") -> str:
             lines.append(f'  "{n.id}" [label="{n.label or n.id}\\n{n.type_name}"{style}];')
         for n in flow.nodes.values():
             for port, targets in n.wires.items():
-                kind = n.cls.output_ports[port].value
+                kind = n.kinds[port].value
                 for t in targets:
                     lines.append(f'  "{n.id}" -> "{t}" [label="{port}: {kind}"];')
         lines.append("}")

@@ -311,11 +311,11 @@ class Engine:
         port = live.inlet.subject if live.inlet is not None else None
         source = port.observable if port is not None else None
         ports = dict(live.node.build(source))
-        missing = set(spec.cls.output_ports) - set(ports)
+        missing = set(spec.ports) - set(ports)
         if missing:
             raise TypeError(f"{spec.type_name}.build() did not return ports {sorted(missing)}")
         live.ports = ports
-        live.outlets = {port: _Outlet(live, port, self) for port in spec.cls.output_ports}
+        live.outlets = {port: _Outlet(live, port, self) for port in spec.ports}
         return live
 
     def _connect(self, lives: dict[str, _Live], flow: CompiledFlow) -> None:
@@ -371,7 +371,7 @@ class Engine:
         self._subscribe(live)
         await live.node.start()
         live.started = True
-        if live.spec.cls.is_source() and not live.spec.cls.output_ports:
+        if live.spec.cls.is_source() and not live.spec.ports:
             live.waiter = asyncio.create_task(self._await_finished(live))
 
     async def start(self) -> None:

@@ -9,7 +9,12 @@ which validation, ``les02-flow nodes``, ``docs/nodes.md`` and ``les02-flow schem
   base class: ``class MyNode(Node[MyConfig])`` sets ``config_model = MyConfig``; setting it
   explicitly still works (it must then agree with the type argument);
 * ``input_kind`` -- the :class:`Kind` it accepts, or ``None`` for a source;
-* ``output_ports`` -- ``{port name: Kind}``; empty for a sink;
+* ``output_ports`` -- ``{port name: Kind}``; empty for a sink. A port of kind ``any`` on a node
+  whose input is ``any`` passes on what it receives: the compiler resolves it to the kind wired
+  into the node, so a mismatch further down is still an error before start. A node type whose
+  ports depend on its config (``switch``: one port per rule) overrides :meth:`Node.ports_for`
+  (and may narrow its input with :meth:`Node.input_kind_for`); ``output_ports`` then lists the
+  ports every instance has;
 * the class docstring -- the first line is the summary, the rest the documentation;
 * ``bus_info`` -- nodes that own a bus (``can_source``, simulators) return its interface,
   channel and bitrate; the runtime copies it into ``ctx.bus_info`` of every node downstream.
@@ -261,6 +266,21 @@ class Node(Generic[ConfigT]):
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
     @classmethod
+    def ports_for(cls, config: NodeConfig) -> Mapping[str, Kind]:
+        """The output ports of an instance with ``config`` (default: ``output_ports``).
+
+        Called by the compiler once the config is valid; ``validate`` checks wires and kinds
+        against it and :meth:`build` must return exactly these ports.
+        """
+        return cls.output_ports
+
+    @classmethod
+    def input_kind_for(cls, config: NodeConfig) -> Kind | None:
+        """The input kind of an instance with ``config`` (default: ``input_kind``); may only
+        narrow ``any`` to ``frame`` or ``event`` (e.g. a filter on CAN ids takes frames)."""
+        return cls.input_kind
+
+    @classmethod
     def is_source(cls) -> bool:
         return cls.input_kind is None
 
@@ -365,6 +385,11 @@ class Node(Generic[ConfigT]):
         ``fn`` are counted and skipped like in :meth:`each`.
         """
         return split_stream(source.pipe(self.each(fn)), ports)
+
+
+def config_ports(cls: type[Node[Any]]) -> bool:
+    """True when the node type names output ports from its config (overrides ``ports_for``)."""
+    return getattr(cls.ports_for, "__func__", None) is not getattr(Node.ports_for, "__func__", None)
 
 
 def split_stream(

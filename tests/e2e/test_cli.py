@@ -29,6 +29,9 @@ BUILTINS = (
     "ecuconnect_tcp_sink",
     "ecuconnect_source",
     "uds_sim",
+    # -- operator palette (issue 18) --
+    "filter",
+    "switch",
 )
 
 
