@@ -448,6 +448,8 @@ class Engine:
         if self._stopped:
             return
         self._stopped = True
+        for live in self.live.values():
+            live.node.ctx.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

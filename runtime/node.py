@@ -215,6 +215,9 @@ class Context:
     bus_info: dict[str, str] = field(default_factory=dict)
     flow: FlowView | None = None
     status: NodeStatus = field(default_factory=NodeStatus)
+    #: set by the engine when the run is being stopped (SIGINT/SIGTERM, ``Engine.stop``)
+    #: before any node stops, so a node completing then can tell a stop from an input's end
+    stopping: bool = False
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The running event loop (valid in ``start`` and later)."""

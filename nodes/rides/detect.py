@@ -234,9 +234,10 @@ class _Run:
 
     def on_completed(self) -> None:
         self.cancel()
+        reason = "stopped" if self.node.ctx.stopping else "end_of_input"
         try:
             for det in self.detectors.values():
-                self.emit_all(det.flush())
+                self.emit_all(det.flush(reason))
         except Exception as exc:
             self.node.report_error("<flush>", exc)
         self.closed = True

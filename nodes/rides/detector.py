@@ -426,6 +426,7 @@ class RideDetector:
         self._move: _Move | None = None
         self._mismatch: _Mismatch | None = None
         self._res = p.resolution_mm
+        self._flush_reason: str | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -472,10 +473,19 @@ class RideDetector:
                 return out
             self._fire(kind, deadline, out)
 
-    def flush(self) -> list[Event]:
-        """End of data: fire every pending deadline (at its own ts)."""
+    def flush(self, reason: str = "end_of_input") -> list[Event]:
+        """End of data: fire every pending deadline (at its own ts).
+
+        A ride whose car is still moving at the last sample is cut off: its ``ride_end`` has
+        ``complete: false`` and ``reason`` (``"end_of_input"``, or what the caller says, e.g.
+        ``"stopped"`` for a flow stopped by a signal).
+        """
         self._above_since = None
-        return self.advance(math.inf)
+        self._flush_reason = reason
+        try:
+            return self.advance(math.inf)
+        finally:
+            self._flush_reason = None
 
     # -- deadlines ----------------------------------------------------------------------------
 
@@ -669,6 +679,14 @@ class RideDetector:
             "samples": max(samples, 0),
         }
         if move.ride_started:
+            # complete: the car stood again when the ride ended (stop rule, or the LES02's
+            # silence after arrival); cut off: still moving at the last sample
+            moving = move.below_since is None
+            reason = None
+            if moving:
+                reason = self._flush_reason or "silence"
+            payload["complete"] = reason is None
+            payload["reason"] = reason
             out.append(
                 make_event(
                     "ride_end", decision_ts, {"ride_id": move.ride_id, **payload}, self.source

@@ -6,12 +6,17 @@ a short buffer of position samples on the loop and hands each finished ride with
 to ONE dedicated writer thread through a bounded queue, so database work never runs on the
 event loop.
 
-Schema (``PRAGMA user_version = 1``)::
+Schema (``PRAGMA user_version = 2``)::
 
     rides(ride_id TEXT PRIMARY KEY, source, channel, start_ts, end_ts, duration_s,
           start_position_raw, start_position_mm, end_position_raw, end_position_mm,
-          distance_raw, distance_mm, direction, max_speed_mm_s, samples, event_json)
+          distance_raw, distance_mm, direction, max_speed_mm_s, samples, event_json,
+          complete, reason)
     ride_samples(ride_id, ts, channel, position_raw)   -- PRIMARY KEY (ride_id, channel, ts)
+
+Columns added after version 1 are listed in :data:`ADDED_COLUMNS`; opening a database for
+writing adds the ones it lacks (``ALTER TABLE ... ADD COLUMN`` with their default, so old rows
+read as complete rides) and sets ``user_version``. A newer les02-flow adds its columns there.
 
 The samples are a normalised table rather than the seed's JSON array: exports and queries by
 time or channel need no JSON parsing, a sample costs about the same space, and the composite
@@ -37,9 +42,17 @@ from pydantic import Field
 from les02_flow.events import Event, encode_event
 from les02_flow.node import Context, Kind, Node, NodeConfig
 
-__all__ = ["RIDE_COLUMNS", "RideDB", "RideStore", "RideStoreConfig", "StoreError"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "RIDE_COLUMNS",
+    "RideDB",
+    "RideStore",
+    "RideStoreConfig",
+    "StoreError",
+    "add_missing_columns",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: columns of ``rides`` taken from the ``ride_end`` payload, in table order
 RIDE_COLUMNS: tuple[str, ...] = (
@@ -55,6 +68,14 @@ RIDE_COLUMNS: tuple[str, ...] = (
     "direction",
     "max_speed_mm_s",
     "samples",
+)
+
+#: columns added to ``rides`` after schema version 1: (name, SQL declaration, payload default).
+#: :meth:`RideDB.open` adds the missing ones to an older database ("add missing columns").
+#: ``complete`` is 1 for a ride that ended by the rules, 0 for one cut off (``reason``).
+ADDED_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("complete", "INTEGER NOT NULL DEFAULT 1", True),
+    ("reason", "TEXT", None),
 )
 
 _SCHEMA = f"""
@@ -84,8 +105,31 @@ CREATE TABLE IF NOT EXISTS ride_samples (
     position_raw INTEGER NOT NULL,
     PRIMARY KEY (ride_id, channel, ts)
 ) WITHOUT ROWID;
-PRAGMA user_version = {SCHEMA_VERSION};
 """
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> list[str]:
+    """Add the :data:`ADDED_COLUMNS` that ``rides`` lacks (old databases); returns their names.
+
+    Idempotent; sets ``user_version`` to :data:`SCHEMA_VERSION` (never lowers it).
+    """
+    have = {row[1] for row in conn.execute("PRAGMA table_info(rides)")}
+    added = []
+    for name, decl, _default in ADDED_COLUMNS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE rides ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:  # another writer added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+                continue
+            added.append(name)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.commit()
+    return added
+
 
 Sample = tuple[float, str, int]
 
@@ -133,6 +177,7 @@ class RideDB:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
+            add_missing_columns(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot use ride database {str(p)!r}: {exc}") from exc
@@ -178,11 +223,13 @@ class RideDB:
         values = [ride_id, str(event.get("source", "")), channel]
         values += [payload[c] for c in RIDE_COLUMNS]
         values.append(encode_event(event))
+        values += [payload.get(name, default) for name, _decl, default in ADDED_COLUMNS]
+        columns = ", ".join((*RIDE_COLUMNS, "event_json", *(c[0] for c in ADDED_COLUMNS)))
         marks = ", ".join("?" * len(values))
         with self.conn:
             cur = self.conn.execute(
-                f"INSERT OR IGNORE INTO rides (ride_id, source, channel, {', '.join(RIDE_COLUMNS)},"
-                f" event_json) VALUES ({marks})",
+                f"INSERT OR IGNORE INTO rides (ride_id, source, channel, {columns}) "
+                f"VALUES ({marks})",
                 values,
             )
             if cur.rowcount == 0:
@@ -225,6 +272,10 @@ class RideDB:
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     d.pop("event_json", None)
+    for name, _decl, default in ADDED_COLUMNS:  # an old database read without migrating
+        d.setdefault(name, default)
+    if "complete" in d:
+        d["complete"] = bool(d["complete"])
     return d
 
 

@@ -79,6 +79,20 @@ def test_out_carries_every_input_plus_ride_events_in_timestamp_order() -> None:
     assert node.counters.extra["bad_input"] == 1 and node.counters.errors == 1
 
 
+def test_ride_cut_off_by_a_stop_or_the_end_of_the_input_is_incomplete() -> None:
+    events = [e for e in trip_events() if e["ts"] < T0 + 3.0]  # the car is still moving
+    ends = [e for e in feed_sync(make_node(), events) if e["type"] == "ride_end"]
+    assert [(e["payload"]["complete"], e["payload"]["reason"]) for e in ends] == [
+        (False, "end_of_input")
+    ]
+    node = make_node()
+    node.ctx.stopping = True  # what the engine sets before it stops the sources
+    ends = [e for e in feed_sync(node, events) if e["type"] == "ride_end"]
+    assert [(e["payload"]["complete"], e["payload"]["reason"]) for e in ends] == [
+        (False, "stopped")
+    ]
+
+
 def test_sources_are_detected_separately() -> None:
     events = trip_events()
     other = [{**e, "source": "shaft-b", "ts": e["ts"] + 0.0005} for e in events]

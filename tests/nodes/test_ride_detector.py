@@ -93,6 +93,25 @@ def test_full_trip_is_one_ride_with_exact_times_and_distance() -> None:
     assert ends[0]["ts"] > end["end_ts"] + 1.5
     assert not of(events, "relevel") and not of(events, "dropout")
     assert not of(events, "channel_mismatch")
+    assert end["complete"] is True and end["reason"] is None
+
+
+def test_ride_cut_off_by_the_end_of_the_data_is_marked_incomplete() -> None:
+    move = Move(2.0, 7000.0)
+    samples = [s for s in stream([move], 14.0) if s[0] < T0 + move.start + 2.0]  # mid-ride
+    (end,) = [e["payload"] for e in of(run(samples), "ride_end")]
+    assert end["complete"] is False and end["reason"] == "end_of_input"
+    assert end["end_ts"] == pytest.approx(samples[-1][0], abs=0.005)
+    det = RideDetector()
+    for s in samples:
+        det.feed(*s)
+    (stopped,) = [e["payload"] for e in of(det.flush("stopped"), "ride_end")]
+    assert stopped["complete"] is False and stopped["reason"] == "stopped"
+    # the car arrived before the data ended: a complete ride, even without the stop_time wait
+    arrived = [s for s in stream([move], 14.0) if s[0] < T0 + move.end + 0.8]
+    (end,) = [e["payload"] for e in of(run(arrived), "ride_end")]
+    assert end["complete"] is True and end["reason"] is None
+    assert end["distance_raw"] == 7000
 
 
 def test_short_trip_down_never_reaching_rated_speed() -> None:

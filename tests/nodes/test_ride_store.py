@@ -164,3 +164,59 @@ def test_malformed_ride_end_is_counted_not_fatal(tmp_path: Path) -> None:
     asyncio.run(run_node(node, [bad, *ride_events("ok", T0 + 5.0)]))
     assert node.counters.extra.get("write_errors") == 1
     assert node.counters.extra.get("rides_saved") == 1
+
+
+_V1_SCHEMA = """
+CREATE TABLE rides (
+    ride_id TEXT PRIMARY KEY, source TEXT NOT NULL, channel TEXT, start_ts REAL NOT NULL,
+    end_ts REAL NOT NULL, duration_s REAL NOT NULL, start_position_raw INTEGER,
+    start_position_mm REAL, end_position_raw INTEGER, end_position_mm REAL,
+    distance_raw INTEGER, distance_mm REAL, direction TEXT, max_speed_mm_s REAL,
+    samples INTEGER, event_json TEXT NOT NULL
+);
+CREATE INDEX rides_by_start ON rides(start_ts);
+CREATE TABLE ride_samples (
+    ride_id TEXT NOT NULL REFERENCES rides(ride_id) ON DELETE CASCADE, ts REAL NOT NULL,
+    channel TEXT NOT NULL, position_raw INTEGER NOT NULL, PRIMARY KEY (ride_id, channel, ts)
+) WITHOUT ROWID;
+INSERT INTO rides VALUES ('old-ride', 'les02', 'master', 1.0, 3.0, 2.0, 0, 0.0, 10, 10.0, 10,
+    10.0, 'up', 5.0, 500, '{}');
+PRAGMA user_version = 1;
+"""
+
+
+def test_old_database_gets_the_missing_columns_and_keeps_its_rides(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_V1_SCHEMA)
+    # read-only before the migration: old rows read as complete rides
+    db = RideDB.open_readonly(path)
+    try:
+        (old,) = db.rides()
+        assert old["complete"] is True and old["reason"] is None
+    finally:
+        db.close()
+    # a writer (the node) migrates: columns added, old rows complete, a cut-off ride keeps its flag
+    cut = ride_events("ride-cut", T0 + 10.0)
+    cut[-1]["payload"].update(complete=False, reason="stopped")
+    node = make_node(path)
+    asyncio.run(run_node(node, cut + ride_events("ride-ok", T0 + 30.0)))
+    assert node.counters.extra == {"rides_saved": 2}
+    with sqlite3.connect(path) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(rides)")]
+        assert "complete" in cols and "reason" in cols
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = conn.execute("SELECT ride_id, complete, reason FROM rides ORDER BY start_ts")
+        assert rows.fetchall() == [
+            ("old-ride", 1, None),
+            ("ride-cut", 0, "stopped"),
+            ("ride-ok", 1, None),  # an event without the field (older producer): complete
+        ]
+    db = RideDB.open_readonly(path)
+    try:
+        flags = {r["ride_id"]: (r["complete"], r["reason"]) for r in db.rides()}
+        assert flags["ride-cut"] == (False, "stopped")
+    finally:
+        db.close()
+    # opening again is a no-op (idempotent migration)
+    RideDB.open(path).close()

@@ -165,8 +165,11 @@ def test_stop_request_ends_an_endless_flow(registry: Registry, lifecycle: list[s
         await engine.start()
         asyncio.get_running_loop().call_later(0.05, engine.request_stop)
         why = await asyncio.wait_for(engine.wait(), 5)
+        assert not any(n.ctx.stopping for n in engine.nodes.values())
         await engine.stop()
         await engine.stop()  # idempotent
+        # every node was told before any stopped (ride_detect marks cut-off rides "stopped")
+        assert all(n.ctx.stopping for n in engine.nodes.values())
         return why
 
     assert asyncio.run(main()) == "stop requested"
