@@ -78,7 +78,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("reason", "TEXT", None),
 )
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS rides (
     ride_id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
