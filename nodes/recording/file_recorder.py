@@ -104,13 +104,22 @@ class FileRecorder(Node[FileRecorderConfig]):
     in a NEW file (the path's next name, e.g. ``rec_1.log``) -- recording resumes by itself
     when space returns (``recoveries``).
 
+    Files that disappear: the writer checks on every batch and at least once a second that the
+    path still names the file being written. When it was deleted or replaced (``rm``, a
+    rename), an error is logged, the messages that were in it are counted in ``lost`` (and no
+    longer in ``written``), ``lost_files`` counts it, and recording goes on at once in a new
+    file at the path (or its next free name). After a write error the abandoned file is cut
+    back to its last whole record, so every file ends on a complete line/record, ``written``
+    is exactly what the files hold, and a retry that writes nothing leaves no empty file.
+
     Rotation: ``max_bytes`` and/or ``max_seconds`` start a new file, numbered
     (``rec-001.log``, ``rec-002.log``, or ``{n}`` in the path) or time-stamped (``{time:...}``
     in the path). An unwritable path fails at start with a clear error.
 
     Counters: ``written`` (messages in the files), ``bytes``, ``files``, ``unsupported``
     (frames the format cannot hold, e.g. CAN FD in .trc), ``dropped``, ``errors``,
-    ``write_errors``, ``recoveries``.
+    ``write_errors``, ``recoveries``, ``lost_files`` and ``lost`` (files deleted or replaced
+    while being written, and the messages that were in them).
     """
 
     type_name: ClassVar[str] = "file_recorder"
@@ -240,6 +249,13 @@ class FileRecorder(Node[FileRecorderConfig]):
         extra["files"] = stats.files
         if stats.unsupported:
             extra["unsupported"] = stats.unsupported
+        if stats.lost_files:
+            extra["lost_files"] = stats.lost_files
+            extra["lost"] = stats.lost_frames
+        notices = stats.notices
+        while notices:
+            self.counters.errors += 1
+            self.log.error("file_recorder '%s': %s", self.node_id, notices.pop(0))
         failures = thread.failures
         if failures > extra.get("write_errors", 0):
             self.counters.errors += failures - extra.get("write_errors", 0)

@@ -170,6 +170,13 @@ class FrameFileWriter:
     per flush); ``close`` once (finalises the file: BLF header, ASC end marker, SQLite commit).
     The file is created exclusively: an existing file is never overwritten
     (``FileExistsError``).
+
+    Whole records only: :attr:`frames` counts the frames of every *successful* flush and
+    :attr:`good_size` is the file's size after it. After a failed write or flush (disk full),
+    :meth:`abandon` closes the file and cuts it back to :attr:`good_size`, so it ends on a
+    whole record (no torn line a reader would reject or misread) and :attr:`frames` is
+    exactly what is in it. :meth:`lost` tells whether the path still names this file (it may
+    have been deleted or replaced while open).
     """
 
     def __init__(self, path: str, fmt: Format, *, flush_interval: float = 1.0) -> None:
@@ -177,6 +184,13 @@ class FrameFileWriter:
         self.fmt = fmt
         #: frames the format cannot hold (e.g. CAN FD in .trc), skipped
         self.unsupported = 0
+        #: frames in the file after the last successful flush
+        self.frames = 0
+        #: bytes in the file after the last successful flush
+        self.good_size = 0
+        self._unflushed = 0
+        #: (st_dev, st_ino) of the file created
+        self.identity: tuple[int, int] | None = None
         self._raw: IO[bytes] | None = None
         self._text: IO[str] | None = None
         self._writer: MessageWriter | None = None
@@ -188,9 +202,14 @@ class FrameFileWriter:
             writer = can.SqliteWriter(path)
             writer.MAX_TIME_BETWEEN_WRITES = max(0.05, flush_interval)
             self._writer = writer
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                self.identity = (st.st_dev, st.st_ino)
             return
         raw: IO[bytes] = open(path, "xb")  # noqa: SIM115 -- closed in close()
         self._raw = raw
+        st = os.fstat(raw.fileno())
+        self.identity = (st.st_dev, st.st_ino)
         try:
             stream: Any = raw
             if fmt.compressed:
@@ -204,11 +223,17 @@ class FrameFileWriter:
                 self._writer = fmt.writer(file=stream)
         except BaseException:
             raw.close()
+            self._unlink_own()
             raise
         self._gz = stream if fmt.compressed else None
 
     def write(self, batch: list[Any]) -> int:
         """Write frames (or events for ``.jsonl``); returns how many were written."""
+        n = self._write(batch)
+        self._unflushed += n
+        return n
+
+    def _write(self, batch: list[Any]) -> int:
         if self.fmt.events:
             assert self._text is not None
             self._text.write("".join([encode_event(e) + "\n" for e in batch]))
@@ -256,6 +281,59 @@ class FrameFileWriter:
             self._gz.flush()
         if self._raw is not None:
             self._raw.flush()
+            self.good_size = os.fstat(self._raw.fileno()).st_size
+        self.frames += self._unflushed
+        self._unflushed = 0
+
+    def lost(self) -> str | None:
+        """Why the path no longer names this file (deleted, replaced), or None."""
+        if self.identity is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError as exc:
+            return f"no longer accessible ({exc.strerror or exc})"
+        if (st.st_dev, st.st_ino) != self.identity:
+            return "replaced by another file"
+        return None
+
+    def _unlink_own(self) -> None:
+        """Remove the file if the path still names it (it was created here)."""
+        if self.lost() is None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    def abandon(self, *, remove_if_empty: bool = True) -> bool:
+        """After a write error: close as well as possible and cut the file back to its last
+        whole record (:attr:`good_size`). Never raises. Returns True when the file was removed
+        (it held no frame: no empty files are left behind by retries)."""
+        raw = self._raw
+        fd = -1
+        if raw is not None and not raw.closed:
+            with contextlib.suppress(OSError, ValueError):
+                fd = os.dup(raw.fileno())
+        with contextlib.suppress(Exception):
+            self.close()
+        for stream in (self._text, self._gz, self._raw):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(Exception):
+                    stream.close()
+        if fd >= 0:
+            try:
+                if os.fstat(fd).st_size > self.good_size:
+                    os.ftruncate(fd, self.good_size)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        self._unflushed = 0
+        if remove_if_empty and self.frames == 0 and self.fmt.base != ".db":
+            gone = self.lost() is None
+            self._unlink_own()
+            return gone
+        return False
 
     def size(self) -> int:
         """Bytes in the file on disk (after the last flush)."""

@@ -125,22 +125,30 @@ class Rotation:
 
 class _Writer(Protocol):
     unsupported: int
+    frames: int
+    path: str
 
     def write(self, batch: list[Any]) -> int: ...
     def flush(self) -> None: ...
     def size(self) -> int: ...
     def close(self) -> None: ...
+    def lost(self) -> str | None: ...
+    def abandon(self, *, remove_if_empty: bool = True) -> bool: ...
 
 
 @dataclass
 class WriterStats:
     """What the writer has done; updated only by the thread that writes."""
 
-    frames: int = 0  #: frames/events written
+    frames: int = 0  #: frames/events in the files (whole records, after the last flush)
     bytes: int = 0  #: bytes on disk over all files (after the last flush)
-    files: int = 0  #: files opened
+    files: int = 0  #: files opened (and kept: files left empty by a write error are removed)
     unsupported: int = 0  #: frames the format cannot hold (skipped)
+    lost_files: int = 0  #: files deleted or replaced by someone else while being written
+    lost_frames: int = 0  #: frames that were in those files (not counted in ``frames``)
     paths: list[str] = field(default_factory=list)
+    #: things to tell the operator (file lost, reopened), taken by the node and logged
+    notices: list[str] = field(default_factory=list)
 
 
 class RecordingFiles:
@@ -201,23 +209,62 @@ class RecordingFiles:
                 if tag > 10_000:
                     raise
                 candidate = _with_tag(path, tag)
+        try:
+            writer.flush()  # the header (ASC, CSV, TRC) is on disk, or this fails now
+        except BaseException:
+            writer.abandon()
+            raise
         self._writer = writer
         self._opened_at = now
         self.stats.files += 1
         self.stats.paths.append(candidate)
         return candidate
 
+    def check(self) -> bool:
+        """Is the current file still the one at its path? When it was deleted or replaced
+        (``rm``, log rotation by someone else), everything in it is gone: its frames move from
+        ``frames`` to ``lost_frames``, a notice is queued and a new file is opened at once.
+        Returns False when that happened. Raises ``OSError`` when the new file cannot be
+        created (handled like a write error)."""
+        writer = self._writer
+        if writer is None:
+            return True
+        why = writer.lost()
+        if why is None:
+            return True
+        self._writer = None
+        with contextlib.suppress(Exception):
+            writer.close()
+        self.stats.lost_files += 1
+        self.stats.lost_frames += writer.frames
+        self.stats.frames -= writer.frames
+        self.stats.unsupported = self._unsupported_closed
+        self.stats.bytes = self._closed_bytes
+        what = (
+            f"recording {writer.path} was {why} while being written: the {writer.frames} "
+            "message(s) in it are lost"
+        )
+        try:
+            new = self.open()
+        except Exception as exc:
+            self.stats.notices.append(f"{what}; cannot start a new file: {exc}")
+            raise
+        self.stats.notices.append(f"{what}; recording goes on in {new}")
+        return False
+
     def write(self, batch: list[Any]) -> None:
         """Write one batch, flush it to the OS, rotate if due."""
         if self._rotation_due():  # e.g. max_seconds passed while nothing came
             self._close_current()
+        self.check()
         if self._writer is None:
             self.open()
         writer = self._writer
         assert writer is not None
         if batch:
-            self.stats.frames += writer.write(batch)
+            n = writer.write(batch)
             writer.flush()
+            self.stats.frames += n  # counted once flushed: what the file holds
         self.stats.unsupported = self._unsupported_closed + writer.unsupported
         size = writer.size()
         self.stats.bytes = self._closed_bytes + size
@@ -238,6 +285,9 @@ class RecordingFiles:
             return
         try:
             writer.close()
+        except BaseException:
+            self._abandoned(writer)
+            raise
         finally:
             self._unsupported_closed += writer.unsupported
             self._closed_bytes += writer.size()
@@ -250,10 +300,24 @@ class RecordingFiles:
 
     def abandon(self) -> None:
         """After a write error: close the current file as well as possible, ignoring errors
-        (a full disk cannot take the rest); the next :meth:`write` starts a new file."""
-        with contextlib.suppress(Exception):
-            self._close_current()
-        self._writer = None
+        (a full disk cannot take the rest), cut it back to its last whole record and remove
+        it if it holds none; the next :meth:`write` starts a new file."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._abandoned(writer)
+            self._unsupported_closed += writer.unsupported
+            self._closed_bytes += writer.size()
+            self.stats.bytes = self._closed_bytes
+            self.stats.unsupported = self._unsupported_closed
+
+    def _abandoned(self, writer: _Writer) -> None:
+        flushed = writer.frames
+        if writer.abandon():  # it held nothing: removed, so retries leave no empty files
+            self.stats.files -= 1
+            if self.stats.paths and self.stats.paths[-1] == writer.path:
+                self.stats.paths.pop()
+        elif flushed != writer.frames:
+            self.stats.frames -= flushed - writer.frames
 
 
 _STOP = object()
@@ -276,7 +340,13 @@ class WriterThread:
     before the next attempt are discarded (counted in :attr:`discarded`). The current file is
     closed as well as possible and, after ``RETRY_INITIAL`` seconds doubling up to
     ``RETRY_MAX``, the next batch is written to a NEW file (the template's next name); when
-    that works :attr:`error` is cleared and :attr:`recoveries` counts it.
+    that works :attr:`error` is cleared and :attr:`recoveries` counts it. The abandoned file
+    is cut back to its last whole record (a file that holds none is removed), so
+    ``stats.frames`` is exactly what the files hold.
+
+    When idle for a flush interval (at most 1 s) the thread checks that the current file is
+    still at its path (:meth:`RecordingFiles.check`); a deleted or replaced file is noticed
+    within that time even when nothing is being recorded.
     """
 
     def __init__(self, files: RecordingFiles, max_batches: int, name: str = "recorder") -> None:
@@ -329,12 +399,30 @@ class WriterThread:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _failed(self, exc: BaseException, lost: int) -> None:
+        self.error = exc
+        self.failures += 1
+        self.discarded += lost
+        self.files.abandon()
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, RETRY_MAX)
+
     def _run(self) -> None:
         files = self.files
         get = self._queue.get
+        idle = min(1.0, max(0.05, files.flush_interval))
         try:
             while True:
-                batch = get()
+                try:
+                    batch = get(timeout=idle)
+                except queue.Empty:
+                    # nothing to write: still notice a deleted or replaced file at once
+                    if self.error is None:
+                        try:
+                            files.check()
+                        except Exception as exc:
+                            self._failed(exc, 0)
+                    continue
                 if batch is _STOP:
                     break
                 if self.error is not None and time.monotonic() < self._retry_at:
@@ -343,12 +431,7 @@ class WriterThread:
                 try:
                     files.write(batch)
                 except Exception as exc:
-                    self.error = exc
-                    self.failures += 1
-                    self.discarded += len(batch)
-                    files.abandon()
-                    self._retry_at = time.monotonic() + self._delay
-                    self._delay = min(self._delay * 2, RETRY_MAX)
+                    self._failed(exc, len(batch))
                 else:
                     if self.error is not None:
                         self.error = None

@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +55,17 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+#: SQLite checkpoints the WAL into the database after this many pages (4 MiB at 4 KiB pages)
+WAL_AUTOCHECKPOINT_PAGES = 1000
+#: bytes the WAL file is cut back to after a checkpoint
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: a WAL larger than this is checkpointed after the next save, not only when idle
+WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
+#: seconds without a ride before the writer checkpoints and checks the file is still there
+IDLE_CHECK = 1.0
+#: seconds before a failed save is tried again (doubling up to RETRY_MAX)
+RETRY_INITIAL = 0.5
+RETRY_MAX = 10.0
 
 #: columns of ``rides`` taken from the ``ride_end`` payload, in table order
 RIDE_COLUMNS: tuple[str, ...] = (
@@ -160,6 +173,40 @@ class RideDB:
         self.conn = conn
         self.path = path
         conn.row_factory = sqlite3.Row
+        #: (st_dev, st_ino) of the database file when opened
+        self.identity: tuple[int, int] | None = None
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            self.identity = (st.st_dev, st.st_ino)
+
+    def lost(self) -> str | None:
+        """Why the path no longer names the open database (deleted, replaced), or None."""
+        if self.identity is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError as exc:
+            return f"no longer accessible ({exc.strerror or exc})"
+        if (st.st_dev, st.st_ino) != self.identity:
+            return "replaced by another file"
+        return None
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it; ``sqlite3.Error`` when that
+        cannot be done completely (disk full, a reader holds it)."""
+        busy, log_pages, done = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or (log_pages > 0 and done < log_pages):
+            raise sqlite3.OperationalError(
+                f"WAL checkpoint incomplete ({done} of {log_pages} pages, busy={busy})"
+            )
+
+    def wal_size(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
 
     @classmethod
     def open(cls, path: str | Path, timeout: float = 5.0) -> RideDB:
@@ -176,6 +223,10 @@ class RideDB:
                 raise StoreError(f"ride database {str(p)!r}: cannot switch to WAL (mode {mode})")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # the WAL is checkpointed every 1000 pages and cut back to 4 MiB after each
+            # checkpoint; the writer also checkpoints (TRUNCATE) when idle (RideStore)
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             conn.executescript(_SCHEMA)
             add_missing_columns(conn)
         except sqlite3.Error as exc:
@@ -301,6 +352,13 @@ class RideStoreConfig(NodeConfig):
         ge=100,
         description="Most buffered position samples per source (a bound for endless rides).",
     )
+    retry_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Rides kept for another try after a failed save (disk full, locked or "
+        "missing database), retried in order with backoff (0.5 s doubling up to 10 s). When "
+        "more fail, the oldest is dropped and counted in 'dropped' (and 'retry_dropped').",
+    )
 
 
 _PRE_BUFFER = 5.0  # seconds of samples kept while no ride is open (ride_start comes late)
@@ -320,9 +378,21 @@ class RideStore(Node[RideStoreConfig]):
     dedicated writer thread; the node only buffers samples and queues finished rides (bounded
     by ``queue_size``; beyond it a ride is dropped and counted in ``queue_full``). Saving is
     idempotent by ``ride_id``: replaying a session twice stores each ride once (counted in
-    ``duplicates``). A locked or unwritable database is logged as an error naming the file
-    and the reason and counted (``errors``, ``write_errors``, the ride in ``dropped``); the
-    writer reopens the database for the next ride and the rest of the flow keeps running.
+    ``duplicates``). A save that fails (disk full, locked or unwritable database) is logged
+    as an error naming the file and the reason and counted (``errors``, ``write_errors``);
+    the ride stays in a bounded retry queue (``retry_queue``, default 1000; waiting rides in
+    ``retry_pending``) and is saved, in order, when the database works again (0.5 s backoff
+    doubling up to 10 s; counted in ``retried``). A ride is only lost when that queue
+    overflows or when it still fails at stop: then it is logged and counted in ``dropped``
+    and ``retry_dropped``. The rest of the flow keeps running.
+
+    A database file deleted or replaced while open is noticed before the next save and at
+    least once a second: logged as an error, counted (``db_recreated``; the rides that were
+    saved in the lost file since it was opened in ``rides_lost``), and a new database with
+    the schema is created at the path. The WAL is checkpointed (and truncated) whenever the
+    writer is idle for a second and when it exceeds 16 MiB; ``wal_autocheckpoint`` (1000
+    pages) and ``journal_size_limit`` (4 MiB) are set, so ``-wal`` cannot grow without
+    bound after a disk-full episode.
 
     Each ride's samples (both channels) from ``margin`` seconds before its start to
     ``margin`` seconds after its end go to the ``ride_samples`` table. Read the database with
@@ -458,51 +528,184 @@ class RideStore(Node[RideStoreConfig]):
             with contextlib.suppress(RuntimeError):  # loop closed
                 loop.call_soon_threadsafe(fn, *args)
 
-    def _saved(self, inserted: bool) -> None:
+    def _saved(self, inserted: bool, retried: bool) -> None:
         self.counters.bump("rides_saved" if inserted else "duplicates")
+        if retried:
+            self.counters.bump("retried")
+
+    def _attempt_failed(self, what: str, pending: int) -> None:
+        """A save failed; the ride waits in the retry queue (nothing lost yet)."""
+        self.counters.errors += 1
+        self.counters.bump("write_errors")
+        self.counters.extra["retry_pending"] = pending
+        self._error_log(
+            logging.ERROR,
+            "node '%s': %s (%d ride(s) waiting to be retried)",
+            self.node_id,
+            what,
+            pending,
+        )
 
     def _failed(self, what: str) -> None:
+        """A ride is finally lost: malformed, retry queue overflow, or still failing at stop."""
         self.counters.errors += 1
         self.counters.dropped += 1
-        self.counters.bump("write_errors")
         self._error_log(logging.ERROR, "node '%s': %s", self.node_id, what)
 
-    def _items(self) -> Iterator[tuple[Event, str | None, list[Sample]]]:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            yield item
+    def _malformed(self, what: str) -> None:
+        self.counters.bump("write_errors")
+        self._failed(what)
+
+    def _retry_dropped(self, what: str) -> None:
+        self.counters.bump("retry_dropped")
+        self._failed(what)
+
+    def _pending(self, n: int) -> None:
+        if n or "retry_pending" in self.counters.extra:
+            self.counters.extra["retry_pending"] = n
+
+    def _recreated(self, what: str, lost: int) -> None:
+        self.counters.errors += 1
+        self.counters.bump("db_recreated")
+        if lost:
+            self.counters.bump("rides_lost", lost)
+        self.log.error("ride_store '%s': %s", self.node_id, what)
 
     def _writer(self) -> None:
-        path = self.config.path
+        """The writer thread: saves rides in order; a failed save is retried (bounded)."""
+        cfg = self.config
+        path = cfg.path
         db: RideDB | None = None
+        saved_here = 0  # rides saved in the database file currently open
+        dirty = False  # saved since the last checkpoint
+        pending: deque[tuple[Event, str | None, list[Sample]]] = deque()
+        delay, retry_at, retrying = RETRY_INITIAL, 0.0, False
+        stopping = False
         try:
-            db = RideDB.open(path, self.config.busy_timeout)
+            db = RideDB.open(path, cfg.busy_timeout)
             self.log.info("ride_store '%s': writing rides to %s", self.node_id, path)
         except StoreError as exc:
             self._post(
                 self.log.error, "ride_store '%s': %s (will retry per ride)", self.node_id, exc
             )
-        for event, channel, samples in self._items():
-            ride_id = event.get("payload", {}).get("ride_id")
+        while not stopping:
+            now = time.monotonic()
+            timeout = max(0.0, retry_at - now) if pending else IDLE_CHECK
             try:
-                if db is None:
-                    db = RideDB.open(path, self.config.busy_timeout)
-                inserted = db.save(event, channel, samples)
-            except StoreError as exc:
-                self._post(self._failed, f"ride {ride_id} not saved: {exc}")
-            except sqlite3.Error as exc:
-                self._post(
-                    self._failed,
-                    f"ride {ride_id} not saved to {path!r}: {type(exc).__name__}: {exc}",
-                )
-                if db is not None:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = _IDLE
+            if item is None:
+                stopping = True
+            elif item is not _IDLE:
+                pending.append(item)
+                if len(pending) > cfg.retry_queue:
+                    event = pending.popleft()[0]
+                    self._post(
+                        self._retry_dropped,
+                        f"ride {_ride_id(event)} dropped: {cfg.retry_queue} ride(s) already "
+                        f"wait for the database {path!r} to take them",
+                    )
+            # the database file deleted or replaced under us: start a new one (with schema)
+            if db is not None:
+                why = db.lost()
+                if why is not None:
                     db.close()
                     db = None
-            except (KeyError, ValueError, TypeError) as exc:
-                self._post(self._failed, f"ride {ride_id} not saved: malformed ride_end: {exc!r}")
-            else:
-                self._post(self._saved, inserted)
+                    _remove_orphans(path)
+                    lost, saved_here = saved_here, 0
+                    self._post(
+                        self._recreated,
+                        f"ride database {path!r} was {why} while open: the {lost} ride(s) "
+                        "saved in it since it was opened are gone; a new database with the "
+                        "schema is created",
+                        lost,
+                    )
+                    if not pending:
+                        try:
+                            db = RideDB.open(path, cfg.busy_timeout)
+                        except StoreError as exc:
+                            self._post(self._attempt_failed, str(exc), 0)
+            if pending and (stopping or time.monotonic() >= retry_at):
+                while pending:
+                    event, channel, samples = pending[0]
+                    ride_id = _ride_id(event)
+                    try:
+                        if db is None:
+                            db = RideDB.open(path, cfg.busy_timeout)
+                            saved_here = 0
+                        inserted = db.save(event, channel, samples)
+                    except (StoreError, sqlite3.Error) as exc:
+                        detail = (
+                            str(exc)
+                            if isinstance(exc, StoreError)
+                            else (f"{type(exc).__name__}: {exc}")
+                        )
+                        self._post(
+                            self._attempt_failed,
+                            f"ride {ride_id} not saved to {path!r}: {detail}",
+                            len(pending),
+                        )
+                        if db is not None:
+                            db.close()
+                            db = None
+                        retry_at = time.monotonic() + delay
+                        delay = min(delay * 2, RETRY_MAX)
+                        retrying = True
+                        break
+                    except (KeyError, ValueError, TypeError) as exc:
+                        pending.popleft()
+                        self._post(
+                            self._malformed,
+                            f"ride {ride_id} not saved: malformed ride_end: {exc!r}",
+                        )
+                    else:
+                        pending.popleft()
+                        saved_here += int(inserted)
+                        dirty = dirty or inserted
+                        self._post(self._saved, inserted, retrying)
+                else:
+                    retrying, delay = False, RETRY_INITIAL
+                self._post(self._pending, len(pending))
+            if (
+                db is not None
+                and dirty
+                and (item is _IDLE or stopping or db.wal_size() > WAL_CHECKPOINT_BYTES)
+            ):
+                try:
+                    db.checkpoint()
+                    dirty = False
+                except sqlite3.Error as exc:
+                    self._post(
+                        self._error_log,
+                        logging.WARNING,
+                        "ride_store '%s': checkpointing %s-wal failed: %s (tried again later)",
+                        self.node_id,
+                        path,
+                        exc,
+                    )
+        for event, _, _ in pending:
+            self._post(
+                self._retry_dropped,
+                f"ride {_ride_id(event)} dropped at stop: the database {path!r} still fails",
+            )
         if db is not None:
             db.close()
+
+
+_IDLE: Any = object()
+
+
+def _ride_id(event: Event) -> str:
+    payload = event.get("payload")
+    return str(payload.get("ride_id")) if isinstance(payload, dict) else "?"
+
+
+def _remove_orphans(path: str) -> None:
+    """The database file is gone: its -wal/-shm (if someone left them) belong to no database
+    and must not be applied to the new one."""
+    if os.path.exists(path):
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.unlink(path + suffix)

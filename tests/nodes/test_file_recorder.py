@@ -338,6 +338,8 @@ class _BlockingWriter:
     def __init__(self, gate: threading.Event) -> None:
         self.gate = gate
         self.unsupported = 0
+        self.frames = 0
+        self.path = "blocking"
         self.written: list[Any] = []
 
     def write(self, batch: list[Any]) -> int:
@@ -353,6 +355,12 @@ class _BlockingWriter:
 
     def close(self) -> None:
         pass
+
+    def lost(self) -> str | None:
+        return None
+
+    def abandon(self, *, remove_if_empty: bool = True) -> bool:
+        return False
 
 
 def test_full_queue_refuses_without_blocking_and_keeps_what_it_took(tmp_path: Path) -> None:

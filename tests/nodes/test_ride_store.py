@@ -120,8 +120,9 @@ def test_unwritable_database_is_an_error_and_the_node_keeps_going(tmp_path: Path
     node = make_node(blocker / "rides.sqlite")
     events = ride_events("ride-a", T0 + 10.0) + ride_events("ride-b", T0 + 30.0)
     asyncio.run(run_node(node, events))  # start does not raise, consume never raises
-    assert node.counters.extra.get("write_errors") == 2
-    assert node.counters.errors == 2 and node.counters.dropped == 2
+    # each ride failed at least once, was kept for retrying and is dropped (counted) at stop
+    assert node.counters.extra.get("write_errors", 0) >= 2
+    assert node.counters.extra.get("retry_dropped") == 2 and node.counters.dropped == 2
     assert "rides_saved" not in node.counters.extra
 
 
@@ -149,11 +150,13 @@ def test_locked_database_fails_the_ride_and_recovers(tmp_path: Path) -> None:
             await node.stop()
 
     asyncio.run(main())
-    assert node.counters.extra.get("write_errors") == 1
-    assert node.counters.extra.get("rides_saved") == 1
+    # ride-a failed once while locked, was retried and saved: nothing lost
+    assert node.counters.extra.get("write_errors", 0) >= 1
+    assert node.counters.extra.get("rides_saved") == 2 and node.counters.dropped == 0
+    assert node.counters.extra.get("retried", 0) >= 1
     db = RideDB.open_readonly(path)
     try:
-        assert [r["ride_id"] for r in db.rides()] == ["ride-b"]
+        assert [r["ride_id"] for r in db.rides()] == ["ride-a", "ride-b"]
     finally:
         db.close()
 
