@@ -394,6 +394,8 @@ class _Lines:
         self.captured: list[str] | None = []
         self._replay: list[str] = []
         self.closed = False
+        #: the line read last (the one a reader's message came from)
+        self.last = ""
 
     def __iter__(self) -> _Lines:
         return self
@@ -413,6 +415,7 @@ class _Lines:
                 self.torn = (self.lineno + 1, line)
             raise StopIteration
         self.lineno += 1
+        self.last = line
         captured = self.captured
         if captured is not None:
             if len(captured) < _HEADER_LIMIT:
@@ -570,12 +573,20 @@ class RecordingReader:
             kwargs["relative_timestamp"] = False  # absolute times, as recorded
         header: list[str] | None = None
         last_error_line = -1
+        candump = self.fmt.base == ".log"
         while True:
             reader = self.fmt.reader(file=lines, **kwargs)
             try:
                 for msg in reader:
                     if header is None:
                         header = lines.header()
+                    problem = (candump and candump_line_problem(lines.last)) or frame_problem(msg)
+                    if problem:
+                        self._problem(
+                            f"line {lines.lineno}",
+                            f"invalid frame skipped: {problem}: {_clip(lines.last)}",
+                        )
+                        continue
                     yield msg
                 break
             except Exception as exc:
@@ -593,7 +604,12 @@ class RecordingReader:
     def _iter_binary(self) -> Iterator[can.Message]:
         try:
             assert self._binary_reader is not None
-            yield from self._binary_reader
+            for n, msg in enumerate(self._binary_reader, 1):
+                problem = frame_problem(msg)
+                if problem:
+                    self._problem(f"frame {n}", f"invalid frame skipped: {problem}")
+                    continue
+                yield msg
             expected = getattr(self._binary_reader, "file_size", 0)
             if isinstance(expected, int) and expected > self._total > 0:
                 self._problem(
@@ -619,6 +635,10 @@ class RecordingReader:
         try:
             for msg in self._sqlite:
                 self._rows_read += 1
+                problem = frame_problem(msg)
+                if problem:
+                    self._problem(f"row {self._rows_read}", f"invalid frame skipped: {problem}")
+                    continue
                 yield msg
         except Exception as exc:
             self._problem(
@@ -645,6 +665,73 @@ class RecordingReader:
                 continue
             yield event
         self._finish_lines(lines)
+
+
+#: the data lengths a CAN FD frame can have
+FD_LENGTHS: Final = frozenset((0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64))
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def frame_problem(msg: can.Message) -> str:
+    """Why a frame read from a recording is one no CAN bus can carry, or ``""``.
+
+    Recordings are untrusted input: frames from them are checked like the kernel checks
+    frames on a bus (id range, data length for classic and FD frames, DLC, a finite time).
+
+    >>> frame_problem(can.Message(arbitration_id=0x80, data=bytes(64), is_extended_id=False))
+    'classic CAN frame with 64 data bytes (at most 8)'
+    >>> frame_problem(can.Message(arbitration_id=0x80, data=b"1234", is_extended_id=False))
+    ''
+    """
+    ts = msg.timestamp
+    if not isinstance(ts, int | float) or not math.isfinite(ts):
+        return f"timestamp {ts!r} is not a finite number"
+    limit = 0x1FFFFFFF if msg.is_extended_id else 0x7FF
+    if not 0 <= msg.arbitration_id <= limit:
+        kind = "extended" if msg.is_extended_id else "standard"
+        return f"CAN id 0x{msg.arbitration_id:X} out of range for a {kind} frame"
+    n = len(msg.data) if msg.data is not None else 0
+    if msg.is_fd:
+        if n not in FD_LENGTHS:
+            return f"CAN FD frame with {n} data bytes (not a valid FD length)"
+        return ""
+    if n > 8:
+        return f"classic CAN frame with {n} data bytes (at most 8)"
+    if not msg.is_remote_frame and not msg.is_error_frame and msg.dlc != n:
+        return f"DLC {msg.dlc} does not match its {n} data bytes"
+    return ""
+
+
+def candump_line_problem(line: str) -> str:
+    """What python-can's ``.log`` reader would silently misread in a candump ``-L`` line
+    (``080#ABC`` reads as data AB 0C), or ``""``.
+
+    >>> candump_line_problem("(1.0) can0 080#ABC\\n")
+    'odd number of hex digits in the data (ABC)'
+    >>> candump_line_problem("(1.0) can0 080#0A0B0C00\\n"), candump_line_problem("(1.0) c 1F334455#R")
+    ('', '')
+    """  # noqa: E501
+    parts = line.split()
+    if len(parts) < 3:
+        return ""  # python-can reports or skips it
+    can_id, sep, rest = parts[2].partition("#")
+    if not sep:
+        return ""
+    if len(can_id) not in (3, 8) or not set(can_id) <= _HEX:
+        return f"CAN id {can_id!r} is not 3 or 8 hex digits"
+    if rest.startswith("#"):  # CAN FD: ##<flags><data>
+        flags, data = rest[1:2], rest[2:]
+        if not flags or flags not in _HEX:
+            return f"CAN FD flags {flags!r} are not one hex digit"
+    elif rest.startswith("R"):
+        return "" if len(rest) <= 2 and set(rest[1:]) <= _HEX else f"bad remote frame {rest!r}"
+    else:
+        data = rest
+    if not set(data) <= _HEX:
+        return f"data {data!r} is not hex"
+    if len(data) % 2:
+        return f"odd number of hex digits in the data ({data})"
+    return ""
 
 
 def _event_problem(event: Any) -> str:

@@ -10,6 +10,15 @@ Timeline
     ``t0 + v / speed``. ``v`` grows by each recorded gap; a gap longer than ``max_gap`` counts
     as ``max_gap``; a negative gap (timestamps going backwards) and the step from the last item
     of one loop pass to the first of the next count as 0.
+
+Out-of-order timestamps
+    Items are always replayed in file order, none is skipped for its timestamp. An item
+    stamped earlier than the one before it (a clock stepped back, a bogus first timestamp such
+    as ``1e15``) is replayed right after its predecessor (gap 0) and counted in
+    :attr:`Timeline.out_of_order`; the ``start``/``end`` window is measured on the same
+    monotonic timeline (without the ``max_gap`` cap), so it never drops such items either.
+    Gaps longer than ``max_gap`` are counted in :attr:`Timeline.capped`. Both are reported by
+    the node (counters ``out_of_order`` and ``gaps_capped``, and a warning).
 """
 
 from __future__ import annotations
@@ -51,6 +60,13 @@ class Timeline:
         self._seg_v = 0.0  # offset of the segment start
         self._prev_ts = 0.0
         self._prev_v = 0.0
+        #: items stamped earlier than the item before them
+        self.out_of_order = 0
+        #: gaps longer than max_gap (shortened to it)
+        self.capped = 0
+        #: the last backward step and the last capped gap, in recorded seconds
+        self.last_step = 0.0
+        self.last_gap = 0.0
 
     def new_pass(self) -> None:
         """The next item starts a new loop pass (no gap before it)."""
@@ -65,6 +81,12 @@ class Timeline:
         else:
             gap = ts - self._prev_ts
             if gap < 0 or (self.max_gap is not None and gap > self.max_gap):
+                if gap < 0:
+                    self.out_of_order += 1
+                    self.last_step = -gap
+                else:
+                    self.capped += 1
+                    self.last_gap = gap
                 # start a new segment so the offsets stay exact differences of timestamps
                 self._seg_v = self._prev_v + (0.0 if gap < 0 else self.max_gap or 0.0)
                 self._seg_ts = ts
@@ -142,6 +164,11 @@ class Batch:
     pass_index: int = 0  #: loop pass of the last item (0-based)
     fraction: float = 0.0  #: share of the current pass's file read
     end: bool = False  #: nothing follows this batch
+    out_of_order: int = 0  #: items in this batch stamped earlier than their predecessor
+    gaps_capped: int = 0  #: gaps in this batch shortened to max_gap
+    #: the largest backward step and capped gap in this batch (recorded seconds)
+    largest_step: float = 0.0
+    largest_gap: float = 0.0
 
 
 def read_batches(
@@ -173,21 +200,28 @@ def read_batches(
             on_open(reader)
         if pass_index:
             timeline.new_pass()
-        first: float | None = None
+        # the window is measured on this pass's own monotonic timeline: backward steps
+        # count as 0, so an out-of-order item is never skipped for its timestamp
+        clock = Timeline()
         took = 0
         try:
             for item in reader:
                 if stopped():
                     break
                 ts = item_timestamp(item)
-                if first is None:
-                    first = ts
-                verdict = window.classify(ts, first)
+                verdict = window.classify(clock.offset(ts), 0.0)
                 if verdict == "end":
                     break
                 if verdict == "skip" or (accept is not None and not accept(item)):
                     continue
+                ooo, capped = timeline.out_of_order, timeline.capped
                 batch.items.append((timeline.offset(ts), item))
+                if timeline.out_of_order != ooo:
+                    batch.out_of_order += 1
+                    batch.largest_step = max(batch.largest_step, timeline.last_step)
+                elif timeline.capped != capped:
+                    batch.gaps_capped += 1
+                    batch.largest_gap = max(batch.largest_gap, timeline.last_gap)
                 took += 1
                 if problems:
                     batch.problems.extend(problems)

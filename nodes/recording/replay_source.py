@@ -42,6 +42,10 @@ READ_BATCH = 1000
 READ_AHEAD = 8
 #: at speed max (or when behind), items emitted before yielding to the event loop
 YIELD_EVERY = 1000
+#: default longest silence replayed (recorded seconds): a bogus 1e15 s gap must not stall
+DEFAULT_MAX_GAP = 60.0
+#: a wait for the next item longer than this is logged (with max_gap: null)
+LONG_WAIT = 10.0
 #: corrupt lines logged one by one before the log is rate-limited
 _PROBLEMS_LOGGED = 10
 _STOP_TIMEOUT = 2.0
@@ -65,10 +69,12 @@ class ReplaySourceConfig(NodeConfig):
         description="How many times to play the recording (1 or more), or 'forever'.",
     )
     max_gap: float | None = Field(
-        default=None,
+        default=DEFAULT_MAX_GAP,
         gt=0,
+        allow_inf_nan=False,
         description="Longest silence replayed, in recorded seconds: longer gaps are shortened "
-        "to this (affects pacing and 'now' timestamps). Unset = keep every gap.",
+        "to this, counted in 'gaps_capped' and logged (affects pacing and 'now' timestamps). "
+        "null = keep every gap (a wait longer than 10 s is still logged).",
     )
     timestamps: Literal["original", "now"] = Field(
         default="original",
@@ -210,7 +216,19 @@ class ReplaySource(Node[ReplaySourceConfig]):
     computed from the replay start and the recorded timestamps (never by adding up sleeps);
     everything due is emitted at once. ``speed: max`` emits as fast as the flow takes it,
     yielding to the loop every 1000 items so sinks and servers keep running. ``max_gap``
-    shortens long silences. ``timestamps: now`` re-stamps to the replay clock.
+    shortens long silences (default 60 s; ``null`` keeps them): each shortened gap is counted
+    in ``gaps_capped`` and logged. ``timestamps: now`` re-stamps to the replay clock.
+
+    Timestamps that go backwards (a clock stepped back, a bogus first timestamp like
+    ``1e15``): every item is replayed in file order, right after the one before it; none is
+    skipped for its timestamp (the ``start``/``end`` window is measured on the same monotonic
+    timeline). Each such item is counted in ``out_of_order`` and a warning says so.
+
+    Frames are checked like frames from a bus: a frame no CAN bus can carry (a classic frame
+    with more than 8 data bytes, an invalid FD length, a DLC that does not match the data,
+    an id out of range, a non-finite timestamp, or in ``.log`` files a line python-can would
+    misread such as ``080#ABC`` with an odd number of hex digits) is reported with file and
+    line, counted in ``errors`` and ``corrupt``, and skipped.
 
     ``loop`` replays several times (or ``forever``); ``start``/``end`` cut a window (seconds
     from the first item); ``ids``/``filters`` select CAN ids; ``types`` selects event types.
@@ -221,7 +239,8 @@ class ReplaySource(Node[ReplaySourceConfig]):
     truncated .gz is reported with its offset and ends that pass. A missing or unreadable file
     fails at start. The file is read in a thread, at most 8 batches of 1000 ahead.
 
-    Counters: ``out`` (by the runtime), ``corrupt``, ``passes`` (loop passes completed).
+    Counters: ``out`` (by the runtime), ``corrupt``, ``passes`` (loop passes completed),
+    ``out_of_order``, ``gaps_capped``.
     """
 
     type_name: ClassVar[str] = "replay_source"
@@ -251,6 +270,8 @@ class ReplaySource(Node[ReplaySourceConfig]):
         self._completed = False
         self._stopped = False
         self._problem_log = RateLimitedLog(ctx.logger)
+        self._order_log = RateLimitedLog(ctx.logger)
+        self._wait_log = RateLimitedLog(ctx.logger)
         self._problems = 0
         #: progress: items emitted, current pass, share of the current pass read
         self.items = 0
@@ -396,6 +417,8 @@ class ReplaySource(Node[ReplaySourceConfig]):
                     break
                 for problem in batch.problems:
                     self._report_problem(problem)
+                if batch.out_of_order or batch.gaps_capped:
+                    self._report_order(batch)
                 if t0 is None and batch.items:
                     # the clock starts with the first item (not with the first read)
                     t0 = loop.time() - (batch.items[0][0] / speed if speed else 0.0)
@@ -406,6 +429,14 @@ class ReplaySource(Node[ReplaySourceConfig]):
                     if speed is not None and t0 is not None:
                         delay = t0 + v / speed - loop.time()
                         if delay > 0:
+                            if delay > LONG_WAIT:
+                                self._wait_log(
+                                    logging.WARNING,
+                                    "replay_source '%s': the recording is silent here: waiting "
+                                    "%.1f s for the next item (set max_gap to shorten gaps)",
+                                    self.node_id,
+                                    delay,
+                                )
                             await asyncio.sleep(delay)
                             since_yield = 0
                     if since_yield >= YIELD_EVERY:
@@ -443,6 +474,32 @@ class ReplaySource(Node[ReplaySourceConfig]):
                 )
             self._halt.set()
             self._complete()
+
+    def _report_order(self, batch: Batch) -> None:
+        if batch.out_of_order:
+            self.counters.bump("out_of_order", batch.out_of_order)
+            self._order_log(
+                logging.WARNING,
+                "replay_source '%s': %s: %d item(s) stamped earlier than the item before them "
+                "(time steps back by up to %.6g s): replayed in file order, right after their "
+                "predecessor (counted in out_of_order)",
+                self.node_id,
+                self.config.path,
+                batch.out_of_order,
+                batch.largest_step,
+            )
+        if batch.gaps_capped:
+            self.counters.bump("gaps_capped", batch.gaps_capped)
+            self._order_log(
+                logging.WARNING,
+                "replay_source '%s': %s: %d silence(s) of up to %.6g s shortened to max_gap "
+                "%g s (counted in gaps_capped)",
+                self.node_id,
+                self.config.path,
+                batch.gaps_capped,
+                batch.largest_gap,
+                self.config.max_gap or 0.0,
+            )
 
     def _report_problem(self, problem: Problem) -> None:
         self._problems += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Any
 
@@ -63,6 +64,18 @@ def _loop(text: str) -> int | str:
     return value
 
 
+def _max_gap(text: str) -> float | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (or 'none'): {text!r}")
+    return value
+
+
 def _ids(text: str) -> list[int]:
     try:
         return [int(part.strip(), 0) for part in text.split(",") if part.strip()]
@@ -76,7 +89,7 @@ def replay_options(args: argparse.Namespace, progress: float) -> dict[str, Any]:
     for key in ("max_gap", "start", "end", "ids", "timestamps"):
         value = getattr(args, key)
         if value is not None:
-            opts[key] = value
+            opts[key] = None if value == "none" else value
     if progress > 0:
         opts["progress"] = progress
     return opts
@@ -190,7 +203,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--loop", type=_loop, default=1, metavar="N|forever", help="play N times (default 1)"
     )
-    p.add_argument("--max-gap", type=float, metavar="S", help="shorten silences to S seconds")
+    p.add_argument(
+        "--max-gap",
+        type=_max_gap,
+        metavar="S",
+        help="shorten silences to S seconds (default 60; 'none' keeps every gap)",
+    )
     p.add_argument("--start", type=float, metavar="S", help="skip the first S seconds")
     p.add_argument("--end", type=float, metavar="S", help="stop S seconds after the first frame")
     p.add_argument("--ids", type=_ids, metavar="ID,...", help="only these CAN ids, e.g. 0x80,0x81")
