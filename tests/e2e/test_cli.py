@@ -32,6 +32,11 @@ BUILTINS = (
     # -- operator palette (issue 18) --
     "filter",
     "switch",
+    "change",
+    "deadband",
+    "throttle",
+    "batch",
+    "delay",
 )
 
 

@@ -30,7 +30,7 @@ class Harness:
         self.completed: set[str] = set()
         for port, obs in self.ports.items():
             obs.subscribe(
-                self.out[port].append,
+                lambda m, port=port: self.out[port].append(m),  # type: ignore[misc]
                 on_completed=lambda port=port: self.completed.add(port),  # type: ignore[misc]
             )
 
