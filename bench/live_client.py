@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 MARK = b'{"proto"'
+POSITION = b'"type": "position_sample"'
 TS = re.compile(rb'"ts": ([0-9.eE+-]+), "source"')
 SAMPLE_EVERY = 10
 ECU_HEADER = 14
@@ -45,6 +46,7 @@ class Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.count = 0
+        self.positions = 0  # WebSocket: position_sample events among them
         self.lat_ms: list[float] = []
         self.tail = b""
         self.phase = 0  # messages until the next sample
@@ -58,7 +60,12 @@ class Conn:
         """Count what is still in the tail (no latency sample for it)."""
 
     def report(self) -> dict[str, Any]:
-        return {"kind": self.kind, "count": self.count, "lat_ms": self.lat_ms}
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "positions": self.positions,
+            "lat_ms": self.lat_ms,
+        }
 
 
 def _ws_complete(buf: bytes, start: int) -> bool:
@@ -84,6 +91,7 @@ class WsConn(Conn):
         else:
             done, self.tail = buf[:cut], buf[cut:]
         self.count += done.count(MARK)
+        self.positions += done.count(POSITION)
         stamps = TS.findall(done)
         phase = self.phase
         if phase < len(stamps):
@@ -93,6 +101,7 @@ class WsConn(Conn):
 
     def finish(self) -> None:
         self.count += self.tail.count(MARK)
+        self.positions += self.tail.count(POSITION)
         self.tail = b""
 
 

@@ -156,10 +156,14 @@ class PacedSender(threading.Thread):
     """
 
     def __init__(
-        self, channel: str, traffic: list[tuple[float, can.Message]], tick: float = 0.0002
+        self,
+        channel: str,
+        traffic: list[tuple[float, can.Message]],
+        tick: float = 0.0002,
+        bus: can.BusABC | None = None,
     ) -> None:
         super().__init__(name="paced sender", daemon=True)
-        self.bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+        self.bus = bus or can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
         self.traffic = traffic
         self.tick = tick
         self.stats = SendStats()

@@ -236,17 +236,17 @@ async def run_can_loop(reader: CANBusReader, ws_server: WebSocketEventServer) ->
 class SeedLogger:
     """Blocking accept thread + bus reader thread: sendall per frame per client, one lock."""
 
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, interface: str = "virtual", port: int = 0) -> None:
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
+        self.server.bind(("127.0.0.1", port))
         self.server.listen(16)
         self.port: int = self.server.getsockname()[1]
         self.clients: list[socket.socket] = []
         self.lock = threading.Lock()
         self.stopped = False
         self.sent = 0
-        self.bus = can.Bus(channel=channel, interface="virtual")
+        self.bus = can.Bus(channel=channel, interface=interface)
         threading.Thread(target=self._accept, daemon=True).start()
         threading.Thread(target=self._forward, daemon=True).start()
 
@@ -342,7 +342,37 @@ async def run(rate: float, duration: float, ws_clients: int, tcp_clients: int) -
         logger.bus.shutdown()
 
 
+async def serve_bus(interface: str, channel: str, ws_port: int, tcp_port: int) -> int:
+    """``bench.crossbus``: listener and logger on a real bus fed by another process, until
+    stdin closes or says ``quit`` (the harness measures from outside)."""
+    ws_server = WebSocketEventServer("127.0.0.1", ws_port)
+    server = await ws_server.start()
+    reader = CANBusReader(channel, interface=interface)
+    logger = SeedLogger(channel, interface, tcp_port)
+    can_task = asyncio.create_task(run_can_loop(reader, ws_server))
+    try:
+        emit({"ready": True, "ws_port": ws_server.port, "tcp_port": logger.port})
+        await _stdin_line()
+        return 0
+    finally:
+        can_task.cancel()
+        await asyncio.gather(can_task, return_exceptions=True)
+        logger.close()
+        server.close()
+        reader.bus.shutdown()
+        logger.bus.shutdown()
+
+
 def main() -> int:
+    if "--serve" in sys.argv:
+        q = argparse.ArgumentParser(description=__doc__)
+        q.add_argument("--serve", action="store_true")
+        q.add_argument("--interface", default="udp_multicast")
+        q.add_argument("--channel", required=True)
+        q.add_argument("--ws-port", type=int, required=True)
+        q.add_argument("--tcp-port", type=int, required=True)
+        b = q.parse_args()
+        return asyncio.run(serve_bus(b.interface, b.channel, b.ws_port, b.tcp_port))
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--duration", type=float, required=True)
