@@ -37,6 +37,7 @@ BUILTINS = (
     "throttle",
     "batch",
     "delay",
+    "dbc_decode",
 )
 
 

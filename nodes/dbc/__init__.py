@@ -1,0 +1,1 @@
+"""DBC files (cantools): decode any CAN message a DBC describes into events."""
