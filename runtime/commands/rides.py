@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import io
 import json
 import re
 import sys
@@ -125,10 +126,19 @@ def _export(db: Any, args: argparse.Namespace) -> int:
             f"les02-flow rides: {args.export!r} matches {len(found)} rides: {ids}", file=sys.stderr
         )
         return 1
-    ride = found[0]
+    sys.stdout.write(export_text(db, found[0], args.format))
+    return 0
+
+
+def export_text(db: Any, ride: dict[str, Any], fmt: str) -> str:
+    """One ride's samples as ``--export`` prints them (``fmt``: ``csv`` or ``json``).
+
+    ``db`` is an open :class:`~les02_flow.nodes.rides.store.RideDB`, ``ride`` one of its rows;
+    ``web_console`` serves the same text as its downloads.
+    """
     samples = db.samples(ride["ride_id"])
     res = ride["distance_mm"] / ride["distance_raw"] if ride["distance_raw"] else 1.0
-    if args.format == "json":
+    if fmt == "json":
         doc = {
             "ride": ride,
             "samples": [
@@ -136,14 +146,13 @@ def _export(db: Any, args: argparse.Namespace) -> int:
                 for t, ch, raw in samples
             ],
         }
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["ts", "channel", "position_raw", "position_mm"])
-        for t, ch, raw in samples:
-            w.writerow([repr(t), ch, raw, round(raw * res, 6)])
-    return 0
+        return json.dumps(doc, indent=2) + "\n"
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["ts", "channel", "position_raw", "position_mm"])
+    for t, ch, raw in samples:
+        w.writerow([repr(t), ch, raw, round(raw * res, 6)])
+    return out.getvalue()
 
 
 def register(sub: Subparsers) -> None:
