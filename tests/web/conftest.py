@@ -68,7 +68,7 @@ class LastEvents(Node[LastEventsConfig]):
 
 def registry() -> Registry:
     reg = default_registry(plugins=False)
-    reg.register(LastEvents, "tests")  # type: ignore[arg-type]
+    reg.register(LastEvents, "tests")
     return reg
 
 
