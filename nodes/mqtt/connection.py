@@ -139,7 +139,7 @@ def client_kwargs(
 
 def session_properties(expiry: int) -> Properties:
     """CONNECT properties of a v5 persistent session lasting ``expiry`` seconds."""
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = expiry
     return props
 
@@ -193,7 +193,7 @@ class Backoff:
     def next(self) -> float:
         d = self._delay
         self._delay = min(self.high, self._delay * 2)
-        return round(d * (0.8 + 0.4 * self._rng()), 6)
+        return round(d * (0.8 + 0.4 * float(self._rng())), 6)
 
     def reset(self) -> None:
         self._delay = self.low

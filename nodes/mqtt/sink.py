@@ -39,7 +39,7 @@ from .spool import Spool, SpoolError, SpoolRecord
 __all__ = ["DEFAULT_QOS", "MqttSink", "MqttSinkConfig"]
 
 #: QoS of the types not named in ``qos`` is 1; these are the exceptions by default
-DEFAULT_QOS: dict[str, int] = {"position_sample": 0, FRAMES_TYPE: 0}
+DEFAULT_QOS: dict[str, Literal[0, 1]] = {"position_sample": 0, FRAMES_TYPE: 0}
 #: seconds stop() waits for spooled messages to be acknowledged before disconnecting
 DRAIN_TIMEOUT = 2.0
 _LEVEL = re.compile(r"[^/+#\x00]+\Z")

@@ -279,7 +279,8 @@ class MqttSource(Node[MqttSourceConfig]):
                         opts = SubscribeOptions(qos=cfg.qos)
                         await client.subscribe([(t, opts) for t in cfg.topics])
                     else:
-                        await client.subscribe([(t, cfg.qos) for t in cfg.topics])
+                        subs: list[tuple[str, int]] = [(t, cfg.qos) for t in cfg.topics]
+                        await client.subscribe(subs)
                     self.subscribed = True
                     self.log.info(
                         "mqtt_source '%s': connected to %s as %s (MQTT %s), subscribed to %s",
@@ -290,12 +291,7 @@ class MqttSource(Node[MqttSourceConfig]):
                         ", ".join(cfg.topics),
                     )
                     async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, str):
-                            payload = payload.encode()
-                        elif not isinstance(payload, (bytes, bytearray)):
-                            payload = str(payload).encode()
-                        self.handle(message.topic.value, bytes(payload))
+                        self.handle(message.topic.value, bytes(message.payload))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

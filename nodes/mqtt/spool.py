@@ -104,7 +104,7 @@ class Spool:
     >>> [r.seq for r in sp.next_unsent(10)], sp.pending
     ([1, 2], 2)
     >>> sp.ack(2); sp.pending  # out of order: 1 still outstanding
-    2
+    1
     >>> sp.rewind(); [r.seq for r in sp.next_unsent(10)]
     [1]
     >>> sp.ack(1); sp.pending

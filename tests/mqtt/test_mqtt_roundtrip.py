@@ -19,10 +19,16 @@ from .helpers import ev, ride_end, sink, source, stop_all, until
 def inputs() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(20):
-        out.append(ev("position_sample", 100.0 + i * 0.004, {"channel": "master", "position_raw": i}))
+        out.append(
+            ev("position_sample", 100.0 + i * 0.004, {"channel": "master", "position_raw": i})
+        )
         if i % 5 == 0:
             out.append(
-                ev("status", 100.0 + i * 0.004, {"channel": "slave", "can_id": 49, "data": "01" * 8})
+                ev(
+                    "status",
+                    100.0 + i * 0.004,
+                    {"channel": "slave", "can_id": 49, "data": "01" * 8},
+                )
             )
     out.append(ride_end(1))
     out.append(ev("dropout", 101.0, {"channel": "master", "gap_s": 0.1}, source="lift-2"))
@@ -32,12 +38,24 @@ def inputs() -> list[dict[str, Any]]:
 def test_round_trip_event_for_event_and_documented_layout(broker: Mosquitto) -> None:
     sent = inputs()
     frames = [
-        can.Message(timestamp=50.0 + i, arbitration_id=0x80 + (i % 2), data=bytes([0, 1, i, 0]),
-                    is_extended_id=False)  # fmt: skip
+        can.Message(
+            timestamp=50.0 + i,
+            arbitration_id=0x80 + (i % 2),
+            data=bytes([0, 1, i, 0]),
+            is_extended_id=False,
+        )
         for i in range(30)
     ]
-    frames.append(can.Message(timestamp=90.0, arbitration_id=0x1ABCDE, data=b"", is_extended_id=True,
-                              is_remote_frame=True, dlc=3))  # fmt: skip
+    frames.append(
+        can.Message(
+            timestamp=90.0,
+            arbitration_id=0x1ABCDE,
+            data=b"",
+            is_extended_id=True,
+            is_remote_frame=True,
+            dlc=3,
+        )
+    )
 
     async def main() -> tuple[list[Any], list[Any], dict[str, list[bytes]]]:
         raw: dict[str, list[bytes]] = {}
