@@ -131,7 +131,7 @@ def client_kwargs(
         "timeout": cfg.timeout,
         "tls_context": _tls_context(cfg, node_id),
     }
-    if cfg.username is not None:
+    if cfg.username:  # empty (e.g. an unset ${VAR:-}) = anonymous
         kw["username"] = cfg.username
         kw["password"] = _password(cfg, node_id)
     return kw

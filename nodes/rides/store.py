@@ -6,12 +6,12 @@ a short buffer of position samples on the loop and hands each finished ride with
 to ONE dedicated writer thread through a bounded queue, so database work never runs on the
 event loop.
 
-Schema (``PRAGMA user_version = 2``)::
+Schema (``PRAGMA user_version = 3``)::
 
     rides(ride_id TEXT PRIMARY KEY, source, channel, start_ts, end_ts, duration_s,
           start_position_raw, start_position_mm, end_position_raw, end_position_mm,
           distance_raw, distance_mm, direction, max_speed_mm_s, samples, event_json,
-          complete, reason)
+          complete, reason, site)           -- index rides_by_lift(site, source, start_ts)
     ride_samples(ride_id, ts, channel, position_raw)   -- PRIMARY KEY (ride_id, channel, ts)
 
 Columns added after version 1 are listed in :data:`ADDED_COLUMNS`; opening a database for
@@ -54,7 +54,7 @@ __all__ = [
     "add_missing_columns",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: SQLite checkpoints the WAL into the database after this many pages (4 MiB at 4 KiB pages)
 WAL_AUTOCHECKPOINT_PAGES = 1000
 #: bytes the WAL file is cut back to after a checkpoint
@@ -85,11 +85,16 @@ RIDE_COLUMNS: tuple[str, ...] = (
 
 #: columns added to ``rides`` after schema version 1: (name, SQL declaration, payload default).
 #: :meth:`RideDB.open` adds the missing ones to an older database ("add missing columns").
-#: ``complete`` is 1 for a ride that ended by the rules, 0 for one cut off (``reason``).
+#: ``complete`` is 1 for a ride that ended by the rules, 0 for one cut off (``reason``)
+#: (version 2). ``site`` is the envelope's ``site`` (the fleet site the ride comes from, set by
+#: ``mqtt_source``; ``''`` for a local bus) (version 3).
 ADDED_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("complete", "INTEGER NOT NULL DEFAULT 1", True),
     ("reason", "TEXT", None),
+    ("site", "TEXT NOT NULL DEFAULT ''", ""),
 )
+#: added columns whose value is an envelope field, not a payload field
+ENVELOPE_COLUMNS = frozenset({"site"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rides (
@@ -137,6 +142,7 @@ def add_missing_columns(conn: sqlite3.Connection) -> list[str]:
                     raise
                 continue
             added.append(name)
+    conn.execute("CREATE INDEX IF NOT EXISTS rides_by_lift ON rides(site, source, start_ts)")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -272,9 +278,14 @@ class RideDB:
         if not isinstance(ride_id, str) or not ride_id:
             raise ValueError(f"ride_end without a ride_id: {payload!r}")
         values = [ride_id, str(event.get("source", "")), channel]
+        if not isinstance(event.get("site", ""), str):
+            raise ValueError(f"ride_end with a non-string site: {event.get('site')!r}")
         values += [payload[c] for c in RIDE_COLUMNS]
         values.append(encode_event(event))
-        values += [payload.get(name, default) for name, _decl, default in ADDED_COLUMNS]
+        values += [
+            (event if name in ENVELOPE_COLUMNS else payload).get(name, default)
+            for name, _decl, default in ADDED_COLUMNS
+        ]
         columns = ", ".join((*RIDE_COLUMNS, "event_json", *(c[0] for c in ADDED_COLUMNS)))
         marks = ", ".join("?" * len(values))
         with self.conn:
@@ -292,15 +303,30 @@ class RideDB:
             )
         return True
 
-    def rides(self, since: float | None = None) -> list[dict[str, Any]]:
-        """Rides (oldest first), optionally only those starting at or after ``since``."""
-        sql = "SELECT * FROM rides"
-        args: tuple[Any, ...] = ()
+    def rides(
+        self, since: float | None = None, site: str | None = None, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rides (oldest first), optionally only those starting at or after ``since``, of one
+        ``site`` and/or one ``source``."""
+        where: list[str] = []
+        args: list[Any] = []
         if since is not None:
-            sql += " WHERE start_ts >= ?"
-            args = (since,)
+            where.append("start_ts >= ?")
+            args.append(since)
+        if site is not None:
+            if not self._has_column("site"):  # a database older than version 3
+                return [] if site else self.rides(since, None, source)
+            where.append("site = ?")
+            args.append(site)
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        sql = "SELECT * FROM rides" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.conn.execute(sql + " ORDER BY start_ts", args).fetchall()
         return [_row(r) for r in rows]
+
+    def _has_column(self, name: str) -> bool:
+        return any(r[1] == name for r in self.conn.execute("PRAGMA table_info(rides)"))
 
     def find(self, ride_id: str) -> list[dict[str, Any]]:
         """Rides whose id is ``ride_id`` or starts with it (a unique prefix is enough)."""
@@ -410,7 +436,7 @@ class RideStore(Node[RideStoreConfig]):
 
     def __init__(self, node_id: str, config: RideStoreConfig, ctx: Context) -> None:
         super().__init__(node_id, config, ctx)
-        self._buffers: dict[str, _SourceBuffer] = {}
+        self._buffers: dict[tuple[str, str], _SourceBuffer] = {}
         self._queue: queue.Queue[tuple[Event, str | None, list[Sample]] | None] = queue.Queue(
             maxsize=config.queue_size
         )
@@ -436,7 +462,8 @@ class RideStore(Node[RideStoreConfig]):
         kind = message.get("type")
         if kind not in ("position_sample", "ride_start", "ride_end"):
             return
-        source = str(message.get("source", ""))
+        # one buffer per lift: a fleet's sources are named per site
+        source = (str(message.get("site", "")), str(message.get("source", "")))
         buf = self._buffers.get(source)
         if buf is None:
             buf = self._buffers[source] = _SourceBuffer()

@@ -53,7 +53,9 @@ def _local(ts: float) -> str:
 
 def format_table(rides: list[dict[str, Any]]) -> str:
     """The rides as a readable, aligned text table."""
-    head = (
+    fleet = any(r.get("site") for r in rides)
+    right = {2, 3, 4, 5, 6}
+    head: tuple[str, ...] = (
         "start (local time)",
         "dir",
         "from mm",
@@ -63,7 +65,7 @@ def format_table(rides: list[dict[str, Any]]) -> str:
         "max mm/s",
         "ride_id",
     )
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             _local(r["start_ts"]),
             r["direction"],
@@ -76,8 +78,13 @@ def format_table(rides: list[dict[str, Any]]) -> str:
         )
         for r in rides
     ]
+    if fleet:  # rides from a fleet (mqtt_source): say which lift
+        head = ("site/source", *head)
+        rows = [
+            (f"{r.get('site', '')}/{r['source']}", *row) for r, row in zip(rides, rows, strict=True)
+        ]
+        right = {i + 1 for i in right}
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    right = {2, 3, 4, 5, 6}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -101,7 +108,7 @@ def cmd_rides(args: argparse.Namespace) -> int:
     try:
         if args.export:
             return _export(db, args)
-        rides = db.rides(args.since)
+        rides = db.rides(args.since, args.site, args.source)
     finally:
         db.close()
     if args.json:
@@ -111,7 +118,16 @@ def cmd_rides(args: argparse.Namespace) -> int:
         sys.stdout.write(format_table(rides))
         print(f"{len(rides)} ride{'s' if len(rides) != 1 else ''}")
     else:
-        print("no rides" + (" since then" if args.since is not None else ""))
+        which = [
+            f"{name} {value!r}"
+            for name, value in (("site", args.site), ("source", args.source))
+            if value is not None
+        ]
+        print(
+            "no rides"
+            + (" since then" if args.since is not None else "")
+            + (" of " + " and ".join(which) if which else "")
+        )
     return 0
 
 
@@ -163,6 +179,7 @@ def register(sub: Subparsers) -> None:
         "list the rides in a ride database (ride_store), or export one ride's samples",
         "  les02-flow rides data/rides.sqlite\n"
         "  les02-flow rides data/rides.sqlite --since 2h\n"
+        "  les02-flow rides data/fleet-rides.sqlite --site hq --source lift-3\n"
         "  les02-flow rides data/rides.sqlite --since 2025-01-19T08:00 --json\n"
         "  les02-flow rides data/rides.sqlite --export 3f2a9c1e --format csv > ride.csv",
     )
@@ -172,6 +189,10 @@ def register(sub: Subparsers) -> None:
         type=parse_since,
         metavar="T",
         help="only rides starting at/after T: epoch seconds, ISO date/time, or 15m/2h/7d ago",
+    )
+    p.add_argument("--site", metavar="S", help="only rides of this fleet site (mqtt_sink.site)")
+    p.add_argument(
+        "--source", metavar="X", help="only rides of this source (the lift, les02_parse.source)"
     )
     p.add_argument("--json", action="store_true", help="print the rides as a JSON array")
     p.add_argument(

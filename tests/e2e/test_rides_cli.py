@@ -116,3 +116,28 @@ def test_errors_are_clear(cli: Cli, db_path: Path, tmp_path: Path) -> None:
     junk.write_text("not sqlite")
     r = cli("rides", str(junk))
     assert r.returncode == 1 and "not a readable ride database" in r.stderr
+
+
+def test_site_and_source_filters(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.sqlite"
+    db = RideDB.open(path)
+    for i, (site, source) in enumerate(
+        [("hq", "lift-1"), ("hq", "lift-2"), ("depot", "lift-1"), ("hq", "lift-1")]
+    ):
+        ev = ride_end(f"{i:04d}aaaa-0000-5000-8000-00000000000{i}", T0 + 10.0 * i, True)
+        ev["source"], ev["site"] = source, site
+        db.save(ev, "master", [])
+    db.close()
+    r = cli("rides", str(path), "--site", "hq", "--source", "lift-1", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [(x["site"], x["source"], x["ride_id"][:4]) for x in got] == [
+        ("hq", "lift-1", "0000"),
+        ("hq", "lift-1", "0003"),
+    ]
+    r = cli("rides", str(path), "--source", "lift-1")
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("site/source") and lines[-1] == "3 rides"
+    assert lines[2].startswith("hq/lift-1") and lines[3].startswith("depot/lift-1")
+    r = cli("rides", str(path), "--site", "nowhere")
+    assert r.returncode == 0 and r.stdout.strip() == "no rides of site 'nowhere'"

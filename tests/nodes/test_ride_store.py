@@ -10,7 +10,7 @@ from typing import Any
 
 from les02_flow.events import Event, make_event
 from les02_flow.node import Context
-from les02_flow.nodes.rides.store import RideDB, RideStore, RideStoreConfig
+from les02_flow.nodes.rides.store import SCHEMA_VERSION, RideDB, RideStore, RideStoreConfig
 
 T0 = 1_737_000_000.0
 
@@ -208,7 +208,7 @@ def test_old_database_gets_the_missing_columns_and_keeps_its_rides(tmp_path: Pat
     with sqlite3.connect(path) as conn:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(rides)")]
         assert "complete" in cols and "reason" in cols
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         rows = conn.execute("SELECT ride_id, complete, reason FROM rides ORDER BY start_ts")
         assert rows.fetchall() == [
             ("old-ride", 1, None),
@@ -223,3 +223,74 @@ def test_old_database_gets_the_missing_columns_and_keeps_its_rides(tmp_path: Pat
         db.close()
     # opening again is a no-op (idempotent migration)
     RideDB.open(path).close()
+
+
+def _with_site(events: list[Event], site: str) -> list[Event]:
+    return [dict(e, site=site) for e in events]
+
+
+def test_fleet_rides_keep_site_and_source_and_filter(tmp_path: Path) -> None:
+    """Two sites with a lift of the same name: their samples never mix, both columns kept."""
+    path = tmp_path / "fleet.sqlite"
+    a = _with_site(ride_events("ride-a", T0 + 10.0, source="lift-1"), "hq")
+    b = _with_site(ride_events("ride-b", T0 + 10.5, source="lift-1"), "depot")
+    for e in b:  # the depot's lift stands 10,000 counts higher
+        if e["type"] == "position_sample":
+            e["payload"] = dict(e["payload"], position_raw=e["payload"]["position_raw"] + 10_000)
+    c = ride_events("ride-c", T0 + 40.0, source="lift-2")  # a local bus: no site
+    # interleave a and b sample by sample, as a central flow receives them
+    merged = [e for pair in zip(a, b, strict=False) for e in pair] + c
+    node = make_node(path, margin=0.5)
+    asyncio.run(run_node(node, merged))
+    assert node.counters.extra == {"rides_saved": 3}
+    db = RideDB.open_readonly(path)
+    try:
+        lifts = {r["ride_id"]: (r["site"], r["source"]) for r in db.rides()}
+        assert lifts == {
+            "ride-a": ("hq", "lift-1"),
+            "ride-b": ("depot", "lift-1"),
+            "ride-c": ("", "lift-2"),
+        }
+        assert [r["ride_id"] for r in db.rides(site="hq")] == ["ride-a"]
+        assert [r["ride_id"] for r in db.rides(source="lift-1")] == ["ride-a", "ride-b"]
+        assert [r["ride_id"] for r in db.rides(site="depot", source="lift-1")] == ["ride-b"]
+        assert db.rides(site="hq", source="lift-2") == []
+        assert [r["ride_id"] for r in db.rides(site="")] == ["ride-c"]
+        # each ride's samples are its own lift's only
+        sa, sb = db.samples("ride-a"), db.samples("ride-b")
+        assert sa and all(raw < 10_000 for _t, _c, raw in sa)
+        assert sb and all(raw >= 10_000 for _t, _c, raw in sb)
+    finally:
+        db.close()
+
+
+_V2_SCHEMA = (
+    _V1_SCHEMA.replace(
+        "samples INTEGER, event_json TEXT NOT NULL\n);",
+        "samples INTEGER, event_json TEXT NOT NULL,\n"
+        "    complete INTEGER NOT NULL DEFAULT 1, reason TEXT\n);",
+    )
+    .replace("    10.0, 'up', 5.0, 500, '{}');", "    10.0, 'up', 5.0, 500, '{}', 1, NULL);")
+    .replace("PRAGMA user_version = 1;", "PRAGMA user_version = 2;")
+)
+
+
+def test_version_2_database_gets_site_and_the_lift_index(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_V2_SCHEMA)
+    db = RideDB.open_readonly(path)  # before migrating: site reads as "" and filters work
+    try:
+        (old,) = db.rides()
+        assert old["site"] == "" and db.rides(site="hq") == []
+        assert [r["ride_id"] for r in db.rides(site="")] == ["old-ride"]
+    finally:
+        db.close()
+    node = make_node(path)
+    asyncio.run(run_node(node, _with_site(ride_events("new", T0 + 10.0), "hq")))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        rows = conn.execute("SELECT ride_id, site, source FROM rides ORDER BY start_ts").fetchall()
+        assert rows == [("old-ride", "", "les02"), ("new", "hq", "les02")]
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list(rides)")]
+        assert "rides_by_lift" in indexes
