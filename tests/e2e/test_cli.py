@@ -38,6 +38,9 @@ BUILTINS = (
     "batch",
     "delay",
     "dbc_decode",
+    # -- mqtt fleet (issue 20) --
+    "mqtt_sink",
+    "mqtt_source",
 )
 
 
