@@ -12,18 +12,25 @@ duplicate ids, unset variables, bad ``--set``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import math
+import types
+import typing
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
 from .node import DEFAULT_PORT, Kind, Node, NodeConfig, config_ports
 from .registry import Registry, default_registry
 
 __all__ = ["CompiledFlow", "CompiledNode", "compile_document", "compile_file"]
+
+#: most nodes in one flow (docs/flows.md, "Limits")
+MAX_NODES = 2000
 
 RESERVED = ("type", "wires", "label", "disabled")
 TOP_LEVEL = ("version", "name", "description", "nodes")
@@ -105,12 +112,12 @@ def compile_document(doc: FlowDocument, registry: Registry | None = None) -> Com
         raise FlowErrors(errors)
 
     for key in data:
-        if key not in TOP_LEVEL:
+        if key not in TOP_LEVEL and not (isinstance(key, str) and key.startswith("x-")):
             errors.append(
                 FlowError(
                     doc.where((key,), key=True),
                     f"unknown top-level key '{key}'{_hint(key, TOP_LEVEL)} "
-                    f"(allowed: {', '.join(TOP_LEVEL)})",
+                    f"(allowed: {', '.join(TOP_LEVEL)}, and x-... for YAML anchors)",
                 )
             )
     version = data.get("version")
@@ -127,6 +134,14 @@ def compile_document(doc: FlowDocument, registry: Registry | None = None) -> Com
     if not isinstance(raw_nodes, dict) or not raw_nodes:
         where = doc.where(("nodes",)) if "nodes" in data else doc.where(())
         errors.append(FlowError(where, "'nodes' must be a non-empty mapping of id -> node"))
+        raise FlowErrors(errors)
+    if len(raw_nodes) > MAX_NODES:
+        errors.append(
+            FlowError(
+                doc.where(("nodes",)),
+                f"the flow has {len(raw_nodes):,} nodes; the limit is {MAX_NODES:,}",
+            )
+        )
         raise FlowErrors(errors)
 
     classes: dict[str, type[Node[NodeConfig]]] = {}
@@ -207,12 +222,19 @@ def _compile_node(
     fields = cls.config_model.model_fields
     settings = {k: v for k, v in raw.items() if k not in RESERVED}
     config: NodeConfig | None = None
+    strict = _strict_problems(cls.config_model, settings, ())
+    for loc_path, msg in strict:
+        dotted = ".".join(map(str, loc_path))
+        errors.append(FlowError(doc.where((*base, *loc_path)), f"'{dotted}': {msg}", nid))
+    if strict:
+        return cls, None
     try:
         config = cls.config_model.model_validate(settings)
     except ValidationError as exc:
         for err in exc.errors():
             loc_path = tuple(err["loc"])
-            if (*base, *loc_path) in doc.poisoned:
+            full = (*base, *loc_path)
+            if any(full[:n] in doc.poisoned for n in range(len(base) + 1, len(full) + 1)):
                 continue  # already reported (e.g. an unset variable)
             key = str(loc_path[0]) if loc_path else ""
             if err["type"] == "extra_forbidden":
@@ -225,7 +247,10 @@ def _compile_node(
             else:
                 dotted = ".".join(map(str, loc_path))
                 given = err.get("input")
-                msg = f"'{dotted}': {err['msg']} (got {given!r})" if dotted else err["msg"]
+                shown = repr(given)
+                if len(shown) > 80:
+                    shown = shown[:60] + f"... ({len(shown):,} characters)"
+                msg = f"'{dotted}': {err['msg']} (got {shown})" if dotted else err["msg"]
                 where = doc.where((*base, *loc_path))
             errors.append(FlowError(where, msg, nid))
     if config is None:
@@ -238,6 +263,105 @@ def _compile_node(
         disabled=disabled,
         location=loc,
     )
+
+
+_NON_FINITE = frozenset(
+    f"{sign}{word}" for sign in ("", "+", "-") for word in ("inf", "infinity", "nan")
+)
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation (Optional/Union/Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _flatten(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _flatten(arg)]
+    return [annotation]
+
+
+def _strict_problems(
+    model: type[BaseModel], value: Any, path: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Values pydantic's lax mode would misread: a boolean where a number is meant
+    (``port: true`` is not port 1) and non-finite numbers (``.inf``, ``nan``) anywhere."""
+    if not isinstance(value, dict):
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    fields = model.model_fields
+    for key, item in value.items():
+        info = fields.get(key) if isinstance(key, str) else None
+        if info is not None:
+            problems += _check_value(info.annotation, item, (*path, key))
+    return problems
+
+
+def _check_value(
+    annotation: Any, value: Any, path: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    alts = _flatten(annotation)
+    if any(a is Any or a is object for a in alts):
+        return _non_finite_anywhere(value, path)
+    plain = {a for a in alts if isinstance(a, type)}
+    literals = [
+        v for a in alts if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)
+    ]
+    numeric = bool(plain & {int, float})
+    if isinstance(value, bool):
+        if bool not in plain and not any(isinstance(v, bool) for v in literals) and numeric:
+            return [(path, f"expected a number, got the boolean {str(value).lower()}")]
+        return []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, f"must be a finite number, got {value}")]
+    if (
+        isinstance(value, str)
+        and float in plain
+        and str not in plain
+        and value.strip().lower() in _NON_FINITE
+        and value not in literals
+    ):
+        return [(path, f"must be a finite number, got {value!r}")]
+    if isinstance(value, list):
+        item_types = [
+            typing.get_args(a)[0]
+            for a in alts
+            if typing.get_origin(a) in (list, tuple, set, frozenset) and typing.get_args(a)
+        ]
+        if item_types:
+            out: list[tuple[tuple[str | int, ...], str]] = []
+            for i, item in enumerate(value):
+                out += _check_value(item_types[0], item, (*path, i))
+            return out
+        return _non_finite_anywhere(value, path)
+    if isinstance(value, dict):
+        for a in alts:
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                return _strict_problems(a, value, path)
+        for a in alts:
+            if typing.get_origin(a) in (dict, Mapping) and len(typing.get_args(a)) == 2:
+                vtype = typing.get_args(a)[1]
+                out = []
+                for k, item in value.items():
+                    out += _check_value(vtype, item, (*path, k))
+                return out
+        return _non_finite_anywhere(value, path)
+    return []
+
+
+def _non_finite_anywhere(
+    value: Any, path: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(value, path)]
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    while todo:
+        v, p = todo.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append((p, f"must be a finite number, got {v}"))
+        elif isinstance(v, list):
+            todo += [(item, (*p, i)) for i, item in enumerate(v)]
+        elif isinstance(v, dict):
+            todo += [(item, (*p, k)) for k, item in v.items()]
+    return out
 
 
 def _compile_wires(
@@ -333,29 +457,45 @@ def _resolve_kinds(
         for nid, p in port_kinds.items()
         if p is not None and classes[nid].input_kind is Kind.ANY and Kind.ANY in p.values()
     ]
-    for _ in range(len(through_nodes) + 1):
+    # a worklist: a node is looked at again only when a node wired into it changed, so a
+    # chain of thousands of pass-through nodes resolves in linear time (not rounds x nodes)
+    incoming: dict[str, list[tuple[str, str]]] = {nid: [] for nid in wiring}
+    for src, wires in wiring.items():
+        for port, targets in wires.items():
+            for t in targets:
+                if t in incoming:
+                    incoming[t].append((src, port))
+    through_set = set(through_nodes)
+    todo = deque(through_nodes)
+    queued = set(through_nodes)
+    budget = 8 * (len(through_nodes) + 1) + sum(len(v) for v in incoming.values())
+    while todo and budget > 0:
+        budget -= 1
+        nid = todo.popleft()
+        queued.discard(nid)
+        narrowed = input_kinds.get(nid)
+        through: Kind
+        if narrowed is not None and narrowed is not Kind.ANY:
+            through = narrowed
+        else:
+            seen: set[Kind] = set()
+            for src, port in incoming.get(nid, ()):
+                kinds = resolved.get(src)
+                seen.add(kinds.get(port, Kind.ANY) if kinds else Kind.ANY)
+            through = next(iter(seen)) if len(seen) == 1 else Kind.ANY
+        current = resolved[nid]
+        assert current is not None
         changed = False
-        for nid in through_nodes:
-            narrowed = input_kinds.get(nid)
-            through: Kind
-            if narrowed is not None and narrowed is not Kind.ANY:
-                through = narrowed
-            else:
-                seen: set[Kind] = set()
-                for src, wires in wiring.items():
-                    kinds = resolved.get(src)
-                    for port, targets in wires.items():
-                        if nid in targets:
-                            seen.add(kinds.get(port, Kind.ANY) if kinds else Kind.ANY)
-                through = next(iter(seen)) if len(seen) == 1 else Kind.ANY
-            current = resolved[nid]
-            assert current is not None
-            for port, declared in (port_kinds[nid] or {}).items():
-                if declared is Kind.ANY and current[port] is not through:
-                    current[port] = through
-                    changed = True
-        if not changed:
-            break
+        for port, declared in (port_kinds[nid] or {}).items():
+            if declared is Kind.ANY and current[port] is not through:
+                current[port] = through
+                changed = True
+        if changed:
+            for targets in wiring.get(nid, {}).values():
+                for t in targets:
+                    if t in through_set and t not in queued:
+                        queued.add(t)
+                        todo.append(t)
     return resolved
 
 
@@ -396,37 +536,46 @@ def _check_kinds(
 def _check_cycles(
     doc: FlowDocument, wiring: dict[str, dict[str, list[str]]], errors: list[FlowError]
 ) -> None:
+    """Depth-first search with an explicit stack (a chain of thousands of nodes must not hit
+    Python's recursion limit); each cycle is reported once, at the node it returns to."""
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(wiring, white)
     reported: set[frozenset[str]] = set()
 
-    def visit(nid: str, stack: list[str]) -> None:
-        color[nid] = grey
-        stack.append(nid)
+    def targets_of(nid: str) -> Iterator[str]:
         for targets in wiring[nid].values():
             for t in targets:
-                if t not in wiring:
-                    continue
-                if color[t] == grey:
-                    cycle = [*stack[stack.index(t) :], t]
-                    key = frozenset(cycle)
-                    if key not in reported:
-                        reported.add(key)
-                        errors.append(
-                            FlowError(
-                                doc.where(("nodes", t), key=True),
-                                f"cycle: {' -> '.join(cycle)}",
-                                node_id=t,
-                            )
-                        )
-                elif color[t] == white:
-                    visit(t, stack)
-        stack.pop()
-        color[nid] = black
+                if t in wiring:
+                    yield t
 
-    for nid in wiring:
-        if color[nid] == white:
-            visit(nid, [])
+    for root in wiring:
+        if color[root] != white:
+            continue
+        color[root] = grey
+        path = [root]
+        stack = [targets_of(root)]
+        while stack:
+            t = next(stack[-1], None)
+            if t is None:
+                stack.pop()
+                color[path.pop()] = black
+                continue
+            if color[t] == grey:
+                cycle = [*path[path.index(t) :], t]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    errors.append(
+                        FlowError(
+                            doc.where(("nodes", t), key=True),
+                            f"cycle: {' -> '.join(cycle)}",
+                            node_id=t,
+                        )
+                    )
+            elif color[t] == white:
+                color[t] = grey
+                path.append(t)
+                stack.append(targets_of(t))
 
 
 def _topological(nodes: dict[str, CompiledNode]) -> list[str]:
@@ -435,10 +584,10 @@ def _topological(nodes: dict[str, CompiledNode]) -> list[str]:
         for targets in node.wires.values():
             for t in targets:
                 indegree[t] += 1
-    ready = [nid for nid, d in indegree.items() if d == 0]
+    ready = deque(nid for nid, d in indegree.items() if d == 0)
     order: list[str] = []
     while ready:
-        nid = ready.pop(0)
+        nid = ready.popleft()
         order.append(nid)
         for targets in nodes[nid].wires.values():
             for t in targets:

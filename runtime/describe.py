@@ -180,6 +180,9 @@ def flow_schema(registry: Registry) -> dict[str, Any]:
         "type": "object",
         "required": ["version", "nodes"],
         "additionalProperties": False,
+        "patternProperties": {
+            "^x-": {"description": "Ignored: a place for YAML anchors (e.g. x-defaults: &d)."}
+        },
         "properties": {
             "version": {"const": 1, "description": "Flow format version."},
             "name": {"type": "string", "description": "Flow name (logs, graph)."},

@@ -138,7 +138,7 @@ def test_top_level_problems(registry: Registry) -> None:
         "f.yaml:1:1: 'nodes' must be a non-empty mapping of id -> node",
         "f.yaml:1:10: 'version' must be 1, got 2",
         "f.yaml:2:1: unknown top-level key 'node' (did you mean 'nodes'?) "
-        "(allowed: version, name, description, nodes)",
+        "(allowed: version, name, description, nodes, and x-... for YAML anchors)",
     ]
     assert errors_of("", registry) == ["f.yaml:1:1: the flow file is empty"]
     assert errors_of("- 1\n", registry) == ["f.yaml:1:1: a flow must be a mapping with 'nodes'"]
