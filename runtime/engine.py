@@ -211,7 +211,14 @@ class _EngineView(FlowView):
                     "config": spec.config.model_dump(mode="json"),
                 }
             )
-        return {"name": flow.name, "path": flow.path, "revision": self._revision, "nodes": nodes}
+        disabled = [n.id for n in flow.nodes.values() if n.disabled]
+        return {
+            "name": flow.name,
+            "path": flow.path,
+            "revision": self._revision,
+            "nodes": nodes,
+            "disabled": disabled,
+        }
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {nid: live.node.counters.as_dict() for nid, live in self._engine.live.items()}

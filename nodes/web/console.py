@@ -218,6 +218,14 @@ class WebConsole(Node[WebConsoleConfig]):
             return
         found = view.node_config(store) if view is not None else None
         stores = [n["id"] for n in graph["nodes"] if n["type"] == "ride_store"]
+        if found is None and store in graph.get("disabled", []):
+            self._reader = None
+            self.log.warning(
+                "web_console '%s': store '%s' is disabled: the page shows live rides only",
+                self.node_id,
+                store,
+            )
+            return
         if found is None or found[0] != "ride_store":
             what = "is not a node of this flow" if found is None else f"is a {found[0]}"
             raise NodeStartError(

@@ -46,6 +46,7 @@ def test_every_node_sees_the_same_graph_counters_and_redeploys(
         graph = view.graph()
         json.dumps(graph)  # JSON-ready
         assert graph["name"] == "view-test" and graph["revision"] == 0
+        assert graph["disabled"] == []
         by_id = {n["id"]: n for n in graph["nodes"]}
         assert list(by_id) == ["tick", "plus", "out"]
         assert by_id["tick"]["role"] == "source" and by_id["tick"]["input"] is None
