@@ -174,7 +174,9 @@ class FlowView:
 
     def graph(self) -> dict[str, Any]:
         """``{"name", "path", "revision", "nodes": [...], "disabled": [ids]}``, nodes in flow
-        order (sources first); ``disabled`` lists the ids of the flow's disabled nodes. Each node: ``id``, ``type``, ``label``, ``summary``, ``role`` (``source``,
+        order (sources first); ``disabled`` lists the ids of the flow's disabled nodes.
+
+        Each node: ``id``, ``type``, ``label``, ``summary``, ``role`` (``source``,
         ``transform``, ``sink``), ``input`` (kind or ``None``), ``outputs`` ``{port: kind}``,
         ``wires`` ``{port: [node ids]}``, ``location`` (``FILE:LINE:COL`` of the node in the
         flow file), ``config`` (the validated config as JSON values)."""

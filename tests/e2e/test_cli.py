@@ -41,6 +41,8 @@ BUILTINS = (
     # -- mqtt fleet (issue 20) --
     "mqtt_sink",
     "mqtt_source",
+    # -- web console (issue 17) --
+    "web_console",
 )
 
 
