@@ -155,7 +155,7 @@ def test_live_edits_keep_clients_and_apply_diffs(
             mark = len(proc.lines)
             edit(original)
             line = await proc.wait_for("flow re-deployed", mark)
-            assert "kept 9, added 0, removed 0, restarted 0, rewired 0" in line, line
+            assert "kept 10, added 0, removed 0, restarted 0, rewired 0" in line, line
             before = seen["count"]
             async with asyncio.timeout(10):
                 while seen["count"] < before + 50:
