@@ -157,8 +157,8 @@ async def _flow_run(
             if loop.time() > deadline:
                 raise RuntimeError(f"only {sink.client_count} of {want} clients connected")
             await asyncio.sleep(0.01)
-        stalled_client = next(iter(sink._clients)) if stalled else None
-        readers = [c for c in sink._clients if c is not stalled_client]
+        stalled_client = next(iter(sink.clients)) if stalled else None
+        readers = [c for c in sink.clients if c is not stalled_client]
         done = loop.run_in_executor(None, clients.wait_done)
         t0, c0 = time.time(), _cpu()
         consume = sink.consume
@@ -166,11 +166,11 @@ async def _flow_run(
             for f in frames[start : start + BURST]:
                 consume(f)
             await asyncio.sleep(0)
-            while any(c.backlog.queued_bytes for c in readers):  # noqa: ASYNC110 - pace
+            while any(c.queue.queued_bytes for c in readers):  # noqa: ASYNC110 - pace
                 await asyncio.sleep(0.0005)
         c1 = _cpu()
         t_end = await asyncio.wait_for(done, RUN_CAP)
-        lost = sum(c.backlog.dropped for c in readers)
+        lost = sum(c.queue.dropped for c in readers)
         if lost:
             raise RuntimeError(f"readers lost {lost} frames")
         return len(frames) / (t_end - t0), (c1 - c0) / len(frames) * 1e6

@@ -58,14 +58,8 @@ async def _stdin_line() -> str:
 
 
 def _buffered(ws: Any, tcp: Any) -> int:
-    """Messages/bytes still queued in the sinks (0 = drained)."""
-    n = sum(len(c.buffer) for c in ws._clients)
-    for c in ws._clients:
-        transport = c.ws.transport
-        n += transport.get_write_buffer_size() if transport is not None else 0
-    for c in tcp._clients:
-        n += c.backlog.queued_bytes + c.transport.get_write_buffer_size()
-    return int(n)
+    """Bytes still queued in the sinks (0 = drained)."""
+    return sum(sink.held_bytes(c) for sink in (ws, tcp) for c in sink.clients)
 
 
 async def run(rate: float, duration: float, tmp: str, ws_clients: int, tcp_clients: int) -> int:

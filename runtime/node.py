@@ -121,11 +121,15 @@ class Counters:
         }
 
 
+#: a logger, or the node-prefixed adapter of one
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
 class RateLimitedLog:
     """Logs the first occurrence at once, then at most one line per ``interval`` seconds,
     saying how many were suppressed in between."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
+    def __init__(self, logger: Logger, interval: float = 5.0) -> None:
         self._logger = logger
         self._interval = interval
         self._next = 0.0

@@ -4,14 +4,20 @@ The seed's ``canlogger.py`` sends every frame to every client with a blocking ``
 one lock, so one stuck client stops the bus and everyone else. This sink never waits for a
 client:
 
-* :meth:`EcuconnectTcpSink.consume` encodes each frame ONCE (:func:`.codec.encode`) and adds
-  the packet to a :class:`.broadcast.PacketBatch`; one flush per event-loop iteration joins the
-  batch into one ``bytes`` shared by all clients;
-* each client has an ``asyncio.Protocol`` transport (write buffer high-water mark
-  :data:`TRANSPORT_HIGH_WATER`) and a :class:`.broadcast.ClientBacklog` bounded by ``buffer``
-  bytes. While the transport is above its high-water mark (``pause_writing``), batches queue
-  in the backlog; when it drains (``resume_writing``) the whole backlog goes out in ONE write;
-* when a backlog overflows, ``policy`` applies: drop the oldest batches (counted) or disconnect.
+* :meth:`EcuconnectTcpSink.consume` encodes each frame ONCE (:func:`.codec.encode`) and
+  collects the packet; one flush per event-loop iteration joins them into one ``bytes``
+  shared by all clients and publishes it to the broadcast core (:mod:`les02_flow.broadcast`,
+  the same one ``ws_sink`` uses);
+* each client is an ``asyncio.Protocol`` (write buffer high-water mark
+  :data:`TRANSPORT_HIGH_WATER`) with a queue bounded by ``buffer`` bytes. While the transport
+  is above its high-water mark (``pause_writing``), batches queue; when it drains
+  (``resume_writing``) the whole queue goes out in ONE write;
+* when a queue overflows, ``policy`` applies: drop the oldest batches (counted) or disconnect.
+
+A peer that is alive but does not read keeps acknowledging what the kernel sent, so TCP never
+times it out: it is a *stalled* client, left to ``policy`` (``clients_too_slow`` with
+``disconnect``). A peer that acknowledges nothing (unplugged, powered off) is *dead*: TCP
+keepalive / ``TCP_USER_TIMEOUT`` drop it after ``dead_peer_timeout`` (``clients_dead``).
 
 The listening socket is bound by the node itself (``port: auto`` tries 42420 upwards and keeps
 the first port that binds, no bind/close/re-bind race) and handed to ``loop.create_server``.
@@ -31,10 +37,10 @@ from typing import Any, ClassVar, Literal
 import can
 from pydantic import Field, field_validator
 
+from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer
 from les02_flow.flushing import FlushScheduler
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 
-from .broadcast import ClientBacklog, PacketBatch, Policy
 from .codec import EcuconnectProtocolError, encode
 from .mdns import (
     DEFAULT_NAME_TEMPLATE,
@@ -289,29 +295,24 @@ def _host_of(addr: Any) -> str:
     return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
 
-def _fmt_addr(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(addr) if addr else "?"
-
-
 class _Client(asyncio.Protocol):
-    """One TCP client: its transport and backlog. Inbound bytes are read and ignored."""
+    """One TCP client, and the broadcast core's Transport for it. Inbound bytes are read and
+    ignored."""
 
     def __init__(self, sink: EcuconnectTcpSink) -> None:
         self.sink = sink
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.backlog = ClientBacklog(sink.config.buffer, sink.config.policy)
-        self.kicked = ""
-        self.accepted = False
+        #: the core's record of this client, once admitted
+        self.client: Client[_Client] | None = None
         self.closed = asyncio.get_running_loop().create_future()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.peer = _fmt_addr(transport.get_extra_info("peername"))
+        self.peer = format_peer(transport.get_extra_info("peername"))
         _tune(transport.get_extra_info("socket"), self.sink.config.dead_peer_timeout)
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
         self.sink._connected(self)
@@ -323,22 +324,33 @@ class _Client(asyncio.Protocol):
         return False  # close our side too
 
     def pause_writing(self) -> None:
-        self.backlog.pause()
+        if self.client is not None:
+            self.client.queue.pause()
 
     def resume_writing(self) -> None:
-        backlog = self.backlog
-        before = backlog.sent
-        data = backlog.resume()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            counters = self.sink.counters
-            counters.emitted += backlog.sent - before
-            counters.bump("coalesced_writes")
+        if self.client is not None and self.sink.clients.write_backlog(self.client):
+            self.sink.counters.bump("coalesced_writes")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
         self.sink._disconnected(self, exc)
+
+    # -- broadcast Transport --------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def kick(self, reason: str) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
 
 class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
@@ -356,9 +368,11 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     has its data queued (``buffer`` bytes) and receives the backlog in one large write when its
     socket drains; on overflow ``policy: drop_oldest`` drops its oldest queued frames (counted
     in ``dropped``) and ``policy: disconnect`` closes it. Other clients and the bus are never
-    delayed. Client sockets have TCP_NODELAY and keepalive on; a client that stops acknowledging
-    (unplugged, out of range) is dropped after ``dead_peer_timeout``. Connects and disconnects
-    are logged with the client totals. Clients beyond ``max_clients`` are closed at once; with
+    delayed. Client sockets have TCP_NODELAY and keepalive on. A *stalled* client (alive, but
+    not reading: it still acknowledges) is left to ``policy``; a *dead* one (unplugged, out of
+    range: it acknowledges nothing) is dropped after ``dead_peer_timeout`` and counted in
+    ``clients_dead``. Connects and disconnects are logged with the client totals. Clients
+    beyond ``max_clients`` are closed at once (logged at most every 5 s); with
     an ``allow`` list, clients from other networks are closed at accept (counted in
     ``clients_denied``, logged rate-limited).
 
@@ -373,8 +387,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
     Counters: ``out`` = frames handed to client sockets (one per client), ``dropped`` = frames
     a client did not get because of ``policy``; extra: ``clients_connected``,
     ``clients_disconnected``, ``clients_refused``, ``clients_denied``, ``clients_too_slow``,
-    ``coalesced_writes``,
-    ``error_frames_skipped``, ``inbound_ignored_bytes``.
+    ``clients_dead``, ``coalesced_writes``, ``error_frames_skipped``, ``inbound_ignored_bytes``.
     """
 
     type_name: ClassVar[str] = "ecuconnect_tcp_sink"
@@ -409,8 +422,19 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         #: the registered zeroconf instance name, once registered
         self.service_name: str | None = None
         self._server: asyncio.Server | None = None
-        self._clients: dict[_Client, None] = {}
-        self._batch = PacketBatch()
+        #: the connected clients, their queues and counters (les02_flow.broadcast)
+        self.clients: Broadcaster[_Client] = Broadcaster(
+            f"ecuconnect_tcp_sink '{node_id}'",
+            ctx.counters,
+            ctx.logger,
+            limit=config.buffer,
+            policy=config.policy,
+            max_clients=config.max_clients,
+            unit="bytes",
+            slack=None,
+            noun="frame",
+        )
+        self._packets: list[bytes] = []
         self._flusher: FlushScheduler | None = None
         self._advertiser: Advertiser | None = None
         self._zc_task: asyncio.Task[None] | None = None
@@ -423,7 +447,11 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
 
     @property
     def client_count(self) -> int:
-        return len(self._clients)
+        return len(self.clients)
+
+    def held_bytes(self, client: Client[_Client]) -> int:
+        """Bytes held for ``client`` beyond the kernel: its queue and the write buffer."""
+        return client.queue.queued_bytes + client.transport.write_buffer_size()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -450,7 +478,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self.log.info(
             "ecuconnect_tcp_sink '%s': ECUconnect Logger listening on %s",
             self.node_id,
-            _fmt_addr(bound),
+            format_peer(bound),
         )
         self.zeroconf_done = asyncio.Event()
         if cfg.zeroconf:
@@ -527,16 +555,13 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
                     self.service_name,
                 )
         self._flush()
-        clients = list(self._clients)
-        for client in clients:
-            t = client.transport
-            if t is None:
-                continue
-            rest = client.backlog.resume()
-            if rest and not t.is_closing():
-                t.write(rest)
-            t.close()  # flushes the transport's buffer, then closes
-        waits = [c.closed for c in clients if not c.closed.done()]
+        protocols = [c.transport for c in self.clients]
+        for client in self.clients:
+            self.clients.write_backlog(client)
+            t = client.transport.transport
+            if t is not None:
+                t.close()  # flushes the transport's buffer, then closes
+        waits = [p.closed for p in protocols if not p.closed.done()]
         if waits:
             _, pending = await asyncio.wait(waits, timeout=FLUSH_TIMEOUT)
             if pending:
@@ -547,9 +572,9 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
                     len(pending),
                     FLUSH_TIMEOUT,
                 )
-                for client in clients:
-                    if not client.closed.done() and client.transport is not None:
-                        client.transport.abort()
+                for p in protocols:
+                    if not p.closed.done():
+                        p.kick("shutdown")
                 await asyncio.wait(pending, timeout=1.0)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
@@ -561,7 +586,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
 
     def consume(self, message: Any) -> None:
         """Encode one frame (only when someone listens) and schedule the batch flush."""
-        if not self._clients:
+        if not self.clients:
             return
         if not isinstance(message, can.Message):
             self.report_error(message, TypeError("not a can.Message"))
@@ -574,13 +599,13 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         except EcuconnectProtocolError as exc:
             self.report_error(message, exc)
             return
-        self._batch.add(packet)
+        self._packets.append(packet)
         if self._flusher is None:
             self._flusher = FlushScheduler(self.ctx.get_loop(), self._flush)
         self._flusher.request()
 
     def _flush(self) -> None:
-        """Send the batch: one joined ``bytes`` offered to every client.
+        """Send the batch: one joined ``bytes`` queued for every client, one write each.
 
         Runs on the next loop iteration after a frame; while the sink is busy (the last flush
         carried several frames) at most every 2 ms (:class:`les02_flow.flushing.FlushScheduler`),
@@ -588,81 +613,43 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         """
         if self._flusher is not None:
             self._flusher.flushed()
-        data, n = self._batch.take()
-        if not n:
+        packets = self._packets
+        if not packets:
             return
-        counters = self.counters
-        for client in list(self._clients):
-            backlog = client.backlog
-            before = backlog.dropped
-            out = backlog.offer(data, n)
-            counters.dropped += backlog.dropped - before
-            if out is None:
-                self._kick(client)
-            elif out:
-                assert client.transport is not None
-                client.transport.write(out)
-                counters.emitted += n
-
-    def _kick(self, client: _Client) -> None:
-        self._clients.pop(client, None)
-        self.counters.bump("clients_too_slow")
-        client.kicked = (
-            f"too slow: more than {self.config.buffer} bytes queued (policy: disconnect)"
-        )
-        if client.transport is not None:
-            client.transport.abort()
+        self._packets = []
+        data = packets[0] if len(packets) == 1 else b"".join(packets)
+        if self.clients.publish(data, len(packets)):
+            self.clients.flush()
 
     # -- connections (called by _Client) ----------------------------------------------------
 
-    def _connected(self, client: _Client) -> None:
-        assert client.transport is not None
+    def _connected(self, proto: _Client) -> None:
+        transport = proto.transport
+        assert transport is not None
         if self._stopping:
-            client.transport.abort()
+            transport.abort()
             return
-        if not peer_allowed(_host_of(client.transport.get_extra_info("peername")), self._allow):
+        if not peer_allowed(_host_of(transport.get_extra_info("peername")), self._allow):
             self.counters.bump("clients_denied")
             self._deny_log(
                 logging.WARNING,
                 "ecuconnect_tcp_sink '%s': refused client %s: not in the allow list",
                 self.node_id,
-                client.peer,
+                proto.peer,
             )
-            client.transport.abort()
+            transport.abort()
             return
-        if len(self._clients) >= self.config.max_clients:
-            self.counters.bump("clients_refused")
-            self.log.warning(
-                "ecuconnect_tcp_sink '%s': refused client %s: already %d clients (max_clients)",
-                self.node_id,
-                client.peer,
-                len(self._clients),
-            )
-            client.transport.close()
-            return
-        client.accepted = True
-        self._clients[client] = None
-        self.counters.bump("clients_connected")
-        self.log.info(
-            "ecuconnect_tcp_sink '%s': client %s connected. Total clients: %d",
-            self.node_id,
-            client.peer,
-            len(self._clients),
-        )
+        proto.client = self.clients.admit(proto, proto.peer)
+        if proto.client is None:  # max_clients
+            transport.close()
 
-    def _disconnected(self, client: _Client, exc: Exception | None) -> None:
-        if not client.accepted:
+    def _disconnected(self, proto: _Client, exc: Exception | None) -> None:
+        client = proto.client
+        if client is None:
             return
-        self._clients.pop(client, None)
-        self.counters.bump("clients_disconnected")
-        why = client.kicked or (f"{type(exc).__name__}: {exc}" if exc else "closed")
-        self.log.info(
-            "ecuconnect_tcp_sink '%s': client %s disconnected (%s): %d frame(s) sent, %d "
-            "dropped. Total clients: %d",
-            self.node_id,
-            client.peer,
-            why,
-            client.backlog.sent,
-            client.backlog.dropped,
-            len(self._clients),
-        )
+        if isinstance(exc, TimeoutError) or getattr(exc, "errno", None) == errno.ETIMEDOUT:
+            self.counters.bump("clients_dead")
+            why = f"dead peer: nothing acknowledged within dead_peer_timeout ({exc})"
+        else:
+            why = f"{type(exc).__name__}: {exc}" if exc else "closed"
+        self.clients.remove(client, why)

@@ -1,13 +1,14 @@
-"""The ``ws_sink`` node: broadcast events to WebSocket clients, one bounded buffer per client.
+"""The ``ws_sink`` node: broadcast events to WebSocket clients, one bounded queue per client.
 
 Unlike the seed's listener (``asyncio.gather`` over every client per event, no buffering), the
-sink never awaits a client: :meth:`WsSink.consume` encodes the event once, appends it to each
-interested client's bounded :class:`OutboundBuffer` and wakes that client's writer task. One
-slow or dead client only ever fills its own buffer; the configured policy then drops its oldest
-messages or disconnects it, and every other client goes on at its own pace.
+sink never awaits a client: :meth:`WsSink.consume` encodes the event once and publishes the
+frame to the broadcast core (:mod:`les02_flow.broadcast`), which queues it for every
+interested client and writes each client's queue in one write per flush. One slow or dead
+client only ever fills its own queue; the configured policy then drops its oldest messages or
+disconnects it, and every other client goes on at its own pace.
 
-The plain-Python parts (no asyncio, no sockets) are :func:`parse_types_query` and
-:class:`OutboundBuffer`; :class:`WsSink` wires them to ``websockets.asyncio.server``.
+The plain-Python parts (no asyncio, no sockets) are :func:`parse_types_query` and the core;
+the websockets side is :mod:`les02_flow.wscompat`.
 """
 
 from __future__ import annotations
@@ -18,37 +19,32 @@ import hmac
 import logging
 import os
 import re
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.typing import Origin
 
+from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer
 from les02_flow.events import encode_event
 from les02_flow.flushing import FlushScheduler
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
+from les02_flow.wscompat import GuardedServerConnection, WsPeer, describe_close, text_frame
 
 __all__ = [
     "BURST_SLACK",
     "FLUSH_TIMEOUT",
-    "OutboundBuffer",
     "Policy",
     "TypeFilterError",
     "WsSink",
     "WsSinkConfig",
     "parse_types_query",
 ]
-
-Policy = Literal["drop_oldest", "disconnect"]
 
 #: seconds ``stop()`` waits for clients to receive what is queued and answer the close frame
 FLUSH_TIMEOUT = 2.0
@@ -121,95 +117,6 @@ def parse_types_query(path: str) -> frozenset[str] | None:
             "empty ?types= filter: name at least one type, or omit the query for all types"
         )
     return frozenset(names)
-
-
-class OutboundBuffer:
-    """Bounded FIFO of encoded messages waiting for one client (plain Python, no asyncio).
-
-    :meth:`push` never blocks. When the buffer already holds ``capacity`` messages, the policy
-    applies: ``drop_oldest`` discards the oldest queued messages (counted in :attr:`dropped`)
-    and keeps the new one; ``disconnect`` discards everything, marks the buffer
-    :attr:`overflowed` and returns ``False``: the caller must disconnect that client. An
-    overflowed buffer refuses further messages (``push`` returns ``False`` and counts them).
-
-    ``push(item, burst=True)`` says the consumer is not behind -- it has simply not run since
-    a burst began (a whole batch of frames handed over in one event-loop iteration): then the
-    buffer may hold up to ``capacity + BURST_SLACK`` messages before the policy applies, so a
-    client that keeps up never loses messages to the burst size.
-
-    >>> buf = OutboundBuffer(2, "drop_oldest")
-    >>> [buf.push(m) for m in (b"1", b"2", b"3")], list(buf), buf.dropped
-    ([True, True, True], [b'2', b'3'], 1)
-    >>> buf = OutboundBuffer(2, "disconnect")
-    >>> [buf.push(m) for m in (b"1", b"2", b"3")], list(buf), buf.dropped, buf.overflowed
-    ([True, True, False], [], 3, True)
-    >>> buf = OutboundBuffer(2, "disconnect")
-    >>> [buf.push(m, burst=True) for m in (b"1", b"2", b"3")], len(buf), buf.dropped
-    ([True, True, True], 3, 0)
-    """
-
-    def __init__(self, capacity: int, policy: Policy) -> None:
-        if capacity < 1:
-            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.policy: Policy = policy
-        self.dropped = 0
-        self.overflowed = False
-        self._items: deque[bytes] = deque()
-
-    def push(self, item: bytes, *, burst: bool = False) -> bool:
-        """Queue ``item``; ``False`` means the client overflowed under ``disconnect``."""
-        if self.overflowed:
-            self.dropped += 1
-            return False
-        items = self._items
-        n = len(items)
-        if n >= self.capacity and not (burst and n < self.capacity + BURST_SLACK):
-            if self.policy == "disconnect":
-                self.dropped += n + 1
-                items.clear()
-                self.overflowed = True
-                return False
-            while len(items) >= self.capacity:
-                items.popleft()
-                self.dropped += 1
-        items.append(item)
-        return True
-
-    def pop(self) -> bytes:
-        """The oldest queued message (``IndexError`` when empty)."""
-        return self._items.popleft()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Any:
-        return iter(self._items)
-
-    def take_all(self) -> list[bytes]:
-        """Every queued message, oldest first; the buffer is empty afterwards."""
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) as a server sends it.
-
-    Server frames are never masked, so the bytes are the same for every client: the sink
-    builds them once per event.
-
-    >>> text_frame(b"hi")
-    b'\\x81\\x02hi'
-    >>> text_frame(bytes(200))[:4], text_frame(bytes(70000))[:10]
-    (b'\\x81~\\x00\\xc8', b'\\x81\\x7f\\x00\\x00\\x00\\x00\\x00\\x01\\x11p')
-    """
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 def _clip(text: str, limit: int = 40) -> str:
@@ -290,21 +197,6 @@ class WsSinkConfig(NodeConfig):
     )
 
 
-@dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
-    peer: str
-    types: frozenset[str] | None
-    buffer: OutboundBuffer
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    #: set by stop(): flush what is queued, then close with 1001
-    shutdown: bool = False
-    #: why the server dropped this client, for the disconnect log line
-    kicked: str = ""
-    #: the writer is suspended in ``send``: the connection is above its write limit (behind)
-    blocked: bool = False
-
-
 class WsSink(Node[WsSinkConfig]):
     """Serve events to WebSocket clients as JSON text messages, one event per message.
 
@@ -329,14 +221,16 @@ class WsSink(Node[WsSinkConfig]):
     the burst) queued messages -- the encoded bytes are shared by all clients -- plus
     websockets' 32 KiB write buffer. Inbound messages are read and ignored; one larger than
     ``max_message_size`` closes that client (1009). Beyond ``max_clients`` new clients are
-    closed with code 1013. On stop, queued messages are flushed (at most 2 s) and clients are
-    closed with code 1001 "server shutting down".
+    closed with code 1013 (logged at most every 5 s). A client that sends pings (or anything
+    websockets answers by itself) faster than it reads is closed with code 1008 once 64 KiB
+    of answers wait unread (``clients_control_flood``). On stop, queued messages are flushed
+    (at most 2 s) and clients are closed with code 1001 "server shutting down".
 
     Counters: ``out`` = messages handed to client connections, ``dropped`` = messages a client
     did not get because of its buffer policy; extra: ``clients_connected``,
     ``clients_disconnected``, ``clients_refused`` (max_clients), ``clients_bad_filter``,
-    ``clients_too_slow``, ``inbound_ignored``. Per-message compression is off: it would
-    compress every message once per client.
+    ``clients_too_slow``, ``clients_control_flood``, ``inbound_ignored``. Per-message
+    compression is off: it would compress every message once per client.
     """
 
     type_name: ClassVar[str] = "ws_sink"
@@ -353,8 +247,16 @@ class WsSink(Node[WsSinkConfig]):
         #: the bound port after start() (the configured one, or the one picked for port 0)
         self.port: int = config.port
         self._server: Server | None = None
-        self._clients: dict[_Client, None] = {}  # insertion-ordered set
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: the connected clients, their queues and counters (les02_flow.broadcast)
+        self.clients: Broadcaster[WsPeer] = Broadcaster(
+            f"ws_sink '{node_id}'",
+            ctx.counters,
+            ctx.logger,
+            limit=config.buffer,
+            policy=config.policy,
+            max_clients=config.max_clients,
+            slack=BURST_SLACK,
+        )
         self._stopping = False
         self._flusher: FlushScheduler | None = None
         self._token: bytes | None = None
@@ -362,7 +264,7 @@ class WsSink(Node[WsSinkConfig]):
     @property
     def client_count(self) -> int:
         """Clients currently receiving events."""
-        return len(self._clients)
+        return len(self.clients)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -392,6 +294,7 @@ class WsSink(Node[WsSinkConfig]):
                 self._handle,
                 cfg.host,
                 cfg.port,
+                create_connection=GuardedServerConnection,
                 process_request=self._authenticate if self._token is not None else None,
                 origins=origins,
                 compression=None,
@@ -432,13 +335,12 @@ class WsSink(Node[WsSinkConfig]):
         server.close(close_connections=False)  # stop accepting; handshakes in progress get 503
         if self._flusher is not None:
             self._flusher.cancel()  # the writers flush what is queued
-        for client in self._clients:
-            client.shutdown = True
-            client.wake.set()
+        for client in self.clients:
+            client.transport.close_gracefully()
         # Every connection handler (ours, and refusals in their closing handshake) must end.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FLUSH_TIMEOUT
-        pending = set(server.handler_tasks) | self._tasks
+        pending = set(server.handler_tasks)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=FLUSH_TIMEOUT)
         if pending:
@@ -453,10 +355,6 @@ class WsSink(Node[WsSinkConfig]):
         remaining = max(deadline - loop.time(), 0.0) + 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), remaining)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=1.0)
 
     # -- stream ----------------------------------------------------------------------------
 
@@ -466,30 +364,21 @@ class WsSink(Node[WsSinkConfig]):
         The event is encoded only when at least one client wants it; an event that cannot be
         encoded (not an envelope, not JSON-serializable) is counted as an error and skipped.
         """
-        if not self._clients:
+        if not self.clients:
             return
         try:
             type_ = message["type"]
         except (TypeError, KeyError, IndexError) as exc:
             self.report_error(message, ValueError(f"not an event envelope ({exc!r})"))
             return
-        data: bytes | None = None
-        for client in list(self._clients):
-            if client.types is not None and type_ not in client.types:
-                continue
-            if data is None:
-                try:
-                    data = text_frame(encode_event(message).encode())
-                except (TypeError, ValueError) as exc:
-                    self.report_error(message, exc)
-                    return
-            before = client.buffer.dropped
-            if client.buffer.push(data, burst=not client.blocked):
-                self.counters.dropped += client.buffer.dropped - before
-            else:
-                self.counters.dropped += client.buffer.dropped - before
-                self._kick_slow(client)
-        if data is not None and self._flusher is not None:
+        try:
+            wanted = self.clients.publish_lazy(
+                lambda: text_frame(encode_event(message).encode()), type_
+            )
+        except (TypeError, ValueError) as exc:
+            self.report_error(message, exc)
+            return
+        if wanted and self._flusher is not None:
             self._flusher.request()
 
     def _flush(self) -> None:
@@ -498,38 +387,13 @@ class WsSink(Node[WsSinkConfig]):
         Flushes run on the next loop iteration after an event; while the sink is busy (the last
         flush carried several events) at most every 2 ms
         (:class:`les02_flow.flushing.FlushScheduler`), so under load 2 ms of events go out in
-        one write per client instead of one per hand-over. Clients that
-        are behind (their socket's write buffer is above the high-water mark) are left to
-        their writer task, which waits for the socket to drain.
+        one write per client instead of one per hand-over. Clients that are behind (their
+        socket's write buffer is above the high-water mark) are left to their writer task,
+        which waits for the socket to drain.
         """
         if self._flusher is not None:
             self._flusher.flushed()
-        emitted = 0
-        for client in self._clients:
-            if not client.buffer or client.blocked:
-                continue
-            ws = client.ws
-            if ws.protocol.state is not State.OPEN:
-                continue
-            if ws.paused:
-                client.wake.set()
-                continue
-            frames = client.buffer.take_all()
-            ws.transport.write(b"".join(frames))
-            emitted += len(frames)
-        self.counters.emitted += emitted
-
-    def _kick_slow(self, client: _Client) -> None:
-        """Disconnect a client whose buffer overflowed under ``policy: disconnect``."""
-        self._clients.pop(client, None)
-        self.counters.bump("clients_too_slow")
-        reason = f"too slow: more than {self.config.buffer} messages queued"
-        client.kicked = reason
-        task = asyncio.get_running_loop().create_task(
-            client.ws.close(CloseCode.POLICY_VIOLATION, reason)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.clients.flush()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -555,9 +419,21 @@ class WsSink(Node[WsSinkConfig]):
         )
         return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
 
+    def _control_flood(self, peer: str, unread: int) -> None:
+        self.counters.bump("clients_control_flood")
+        self.log.warning(
+            "ws_sink '%s': closing client %s (1008): %d bytes of pongs it does not read "
+            "(ping flood)",
+            self.node_id,
+            peer,
+            unread,
+        )
+
     async def _handle(self, ws: ServerConnection) -> None:
-        """One client: check filter and limits, start its writer, read (and ignore) inbound."""
+        """One client: check filter and limits, then serve it until it is gone."""
         peer = _peer(ws)
+        if isinstance(ws, GuardedServerConnection):
+            ws.on_control_flood = lambda unread: self._control_flood(peer, unread)
         path = ws.request.path if ws.request is not None else "/"
         try:
             types = parse_types_query(path)
@@ -569,93 +445,25 @@ class WsSink(Node[WsSinkConfig]):
         if self._stopping:
             await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             return
-        if len(self._clients) >= self.config.max_clients:
-            self.counters.bump("clients_refused")
-            self.log.warning(
-                "ws_sink '%s': refused client %s: already %d clients (max_clients)",
-                self.node_id,
-                peer,
-                len(self._clients),
-            )
+        transport = WsPeer(ws)
+        detail = "types: " + (",".join(sorted(types)) if types is not None else "all")
+        client = self.clients.admit(transport, peer, types, detail)
+        if client is None:
             await ws.close(
                 CloseCode.TRY_AGAIN_LATER, f"too many clients (max {self.config.max_clients})"
             )
             return
-
-        client = _Client(ws, peer, types, OutboundBuffer(self.config.buffer, self.config.policy))
-        self._clients[client] = None
-        self.counters.bump("clients_connected")
-        self.log.info(
-            "ws_sink '%s': client %s connected (types: %s). Total clients: %d",
-            self.node_id,
-            peer,
-            ",".join(sorted(types)) if types is not None else "all",
-            len(self._clients),
-        )
-        writer = asyncio.get_running_loop().create_task(self._write(client))
         try:
-            async for _ in ws:  # inbound messages are read and ignored
-                self.counters.bump("inbound_ignored")
-        except ConnectionClosed:
-            pass
+            await transport.serve(self.clients, client, self._inbound)
         finally:
-            self._clients.pop(client, None)
-            if not writer.done():
-                writer.cancel()
-            await asyncio.wait([writer])
-            if not writer.cancelled() and writer.exception() is not None:
-                self.log.error(
-                    "ws_sink '%s': writer for %s failed",
-                    self.node_id,
-                    peer,
-                    exc_info=writer.exception(),
-                )
-            self.counters.bump("clients_disconnected")
-            self.log.info(
-                "ws_sink '%s': client %s disconnected (%s), %d message(s) dropped. "
-                "Total clients: %d",
-                self.node_id,
-                peer,
-                client.kicked or _describe_close(ws),
-                client.buffer.dropped,
-                len(self._clients),
-            )
+            self.clients.remove(client, describe_close(ws))
 
-    async def _write(self, client: _Client) -> None:
-        """A client's writer: takes over while the client is behind, and closes it on stop.
+    def _inbound(self, message: str | bytes) -> None:
+        self.counters.bump("inbound_ignored")  # inbound messages are read and ignored
 
-        The buffer holds ready-made text frames (built once per event for all clients). In
-        the normal case :meth:`_flush` writes a client's whole queue in ONE transport write per
-        loop iteration -- one system call per client, not per message, and no task switch.
-        When the connection's write buffer is above its high-water mark (the client is
-        behind), :meth:`_flush` wakes this task, which waits for the socket to drain; the
-        buffer policy applies to what accumulates meanwhile. Frames are written only while the
-        connection is OPEN, so they never follow a close frame; websockets still does the
-        handshake, pings and the closing handshake.
-        """
-        ws, buffer, wake = client.ws, client.buffer, client.wake
-        transport = ws.transport
-        try:
-            while True:
-                while buffer:
-                    if ws.protocol.state is not State.OPEN:
-                        return
-                    if ws.paused:  # behind: let the socket drain first
-                        client.blocked = True
-                        await ws.drain()
-                        client.blocked = False
-                        continue
-                    frames = buffer.take_all()
-                    transport.write(b"".join(frames))
-                    self.counters.emitted += len(frames)
-                    await asyncio.sleep(0)  # let pause_writing() and other clients run
-                if client.shutdown:
-                    await ws.close(CloseCode.GOING_AWAY, "server shutting down")
-                    return
-                wake.clear()
-                await wake.wait()
-        except ConnectionClosed:
-            return
+    def held_bytes(self, client: Client[WsPeer]) -> int:
+        """Bytes held for ``client`` beyond the kernel: its queue and the write buffer."""
+        return client.queue.queued_bytes + client.transport.write_buffer_size()
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -663,20 +471,9 @@ def _peer(ws: ServerConnection) -> str:
         address = ws.remote_address
     except Exception:  # transport already gone
         address = None
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address) if address else "?"
+    return format_peer(address)
 
 
 def _ws_url(sockname: Any) -> str:
     host, port = sockname[0], sockname[1]
     return f"ws://[{host}]:{port}" if ":" in str(host) else f"ws://{host}:{port}"
-
-
-def _describe_close(ws: ServerConnection) -> str:
-    code = ws.close_code
-    if code is None:
-        return "connection lost"
-    reason = ws.close_reason
-    return f"code {code}" + (f" {reason!r}" if reason else "")

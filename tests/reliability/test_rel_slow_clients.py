@@ -50,8 +50,8 @@ from les02_flow.flowfile import FlowDocument
 from les02_flow.nodes.ecuconnect.codec import encode
 from les02_flow.nodes.ecuconnect.sink import TRANSPORT_HIGH_WATER, EcuconnectTcpSink
 from les02_flow.nodes.ws.sink import BURST_SLACK, WsSink
-from les02_flow.nodes.ws.sink import _Client as _WsClient
 from les02_flow.registry import Registry
+from les02_flow.wscompat import WsPeer
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_SECONDS = 6.0
@@ -142,20 +142,11 @@ def flow(registry: Registry, channel: str) -> Engine:
 
 def ws_held(sink: WsSink) -> int:
     """Bytes a ws_sink holds for its clients beyond the kernel (queued + write buffers)."""
-    total = 0
-    for client in sink._clients:
-        total += sum(len(m) for m in client.buffer)
-        total += client.ws.transport.get_write_buffer_size()
-    return total
+    return sum(sink.held_bytes(client) for client in sink.clients)
 
 
 def tcp_held(sink: EcuconnectTcpSink) -> int:
-    total = 0
-    for client in sink._clients:
-        total += client.backlog.queued_bytes
-        if client.transport is not None:
-            total += client.transport.get_write_buffer_size()
-    return total
+    return sum(sink.held_bytes(client) for client in sink.clients)
 
 
 def test_stalled_clients_are_bounded_fast_ones_get_everything(
@@ -188,8 +179,9 @@ def test_stalled_clients_are_bounded_fast_ones_get_everything(
             # buffer first (autotuning would grow them to tcp_wmem max)
             await until(lambda: all(s.client_count == 1 for s in nodes_all), "stalled clients")
             for sink in nodes_all:
-                for c in list(sink._clients):
-                    transport = c.ws.transport if isinstance(c, _WsClient) else c.transport
+                for c in list(sink.clients):
+                    peer = c.transport
+                    transport = peer.ws.transport if isinstance(peer, WsPeer) else peer.transport
                     assert transport is not None
                     server_sock = transport.get_extra_info("socket")
                     server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -217,11 +209,11 @@ def test_stalled_clients_are_bounded_fast_ones_get_everything(
                 out["ws_max"] = max(out["ws_max"], ws_held(ws_drop), ws_held(ws_disc))
                 out["tcp_max"] = max(out["tcp_max"], tcp_held(tcp_drop), tcp_held(tcp_disc))
                 for sink in (ws_drop, ws_disc):
-                    for client in sink._clients:
-                        assert len(client.buffer) <= WS_BUFFER + BURST_SLACK
+                    for client in sink.clients:
+                        assert len(client.queue) <= WS_BUFFER + BURST_SLACK
                 await asyncio.sleep(0.02)
-            out["slow_ws_dropped"] = [c.buffer.dropped for c in ws_drop._clients]
-            out["slow_tcp_dropped"] = [c.backlog.dropped for c in tcp_drop._clients]
+            out["slow_ws_dropped"] = [c.queue.dropped for c in ws_drop.clients]
+            out["slow_tcp_dropped"] = [c.queue.dropped for c in tcp_drop.clients]
             await engine.stop()  # flushes; the fast clients read to the end
             await asyncio.wait_for(asyncio.gather(*tasks), 10)
             writer.close()
