@@ -30,9 +30,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from .node import Counters, Logger, RateLimitedLog
+from pydantic import Field
+
+from .node import Context, Counters, Logger, RateLimitedLog
 
 __all__ = [
     "Broadcaster",
@@ -42,6 +44,7 @@ __all__ = [
     "Transport",
     "Unit",
     "format_peer",
+    "server_fields",
 ]
 
 Policy = Literal["drop_oldest", "disconnect"]
@@ -247,6 +250,22 @@ class Broadcaster(Generic[T]):
         self._clients: dict[Client[T], None] = {}  # insertion-ordered set
         self._refusal_log = RateLimitedLog(log)
 
+    @classmethod
+    def for_node(
+        cls, type_name: str, node_id: str, ctx: Context, config: Any, **options: Any
+    ) -> Broadcaster[T]:
+        """The core of a node whose config has ``buffer``, ``policy`` and ``max_clients``
+        (:func:`server_fields`); ``options`` are ``unit``, ``slack``, ``noun``."""
+        return cls(
+            f"{type_name} '{node_id}'",
+            ctx.counters,
+            ctx.logger,
+            limit=config.buffer,
+            policy=config.policy,
+            max_clients=config.max_clients,
+            **options,
+        )
+
     # -- the set -------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -381,3 +400,42 @@ def format_peer(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) if address else "?"
+
+
+def server_fields(
+    *,
+    host: tuple[str, str],
+    buffer: int,
+    buffer_unit: str,
+    dropped: str,
+    on_full: str,
+    refusal: str,
+) -> dict[str, Any]:
+    """The ``host`` / ``buffer`` / ``policy`` / ``max_clients`` config fields of a
+    broadcasting sink, worded for it: ``host`` is (default, description), ``buffer_unit``
+    what ``buffer`` counts, ``dropped`` what ``drop_oldest`` drops, ``on_full`` what
+    ``disconnect`` does, ``refusal`` what happens to clients beyond ``max_clients``.
+
+    >>> sorted(server_fields(host=("127.0.0.1", "where"), buffer=10, buffer_unit="messages",
+    ...                      dropped="messages", on_full="closes it", refusal="closed"))
+    ['buffer', 'host', 'max_clients', 'policy']
+    """
+    return {
+        "host": Field(default=host[0], min_length=1, description=host[1]),
+        "buffer": Field(
+            default=buffer,
+            ge=1,
+            description=f"Most {buffer_unit} queued per client; beyond that `policy` applies.",
+        ),
+        "policy": Field(
+            default="drop_oldest",
+            description=f"When a client's queue is full: 'drop_oldest' drops its oldest queued "
+            f"{dropped} and counts them; 'disconnect' {on_full}.",
+        ),
+        "max_clients": Field(
+            default=64,
+            ge=1,
+            description=f"Most clients at once; further ones are {refusal} and counted "
+            "(logged at most once every 5 s).",
+        ),
+    }

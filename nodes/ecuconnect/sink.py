@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 import can
 from pydantic import Field, field_validator
 
-from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer
+from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer, server_fields
 from les02_flow.flushing import FlushScheduler
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 
@@ -145,34 +145,33 @@ def peer_allowed(host: str, networks: list[Network]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
+_LIMITS = server_fields(
+    host=(
+        "127.0.0.1",
+        "Address to listen on. 127.0.0.1 serves this machine only; 0.0.0.0 (all "
+        "IPv4) or :: (IPv6 and IPv4) lets CANcorder connect from another machine.",
+    ),
+    buffer=1024 * 1024,
+    buffer_unit="bytes beyond the client's socket buffers (a classic frame is 22 bytes, so "
+    "1 MiB is about 47000 frames)",
+    dropped="frames",
+    on_full="closes that client",
+    refusal="closed at once",
+)
+
+
 class EcuconnectTcpSinkConfig(NodeConfig):
     """Config of ``ecuconnect_tcp_sink``."""
 
-    host: str = Field(
-        default="127.0.0.1",
-        min_length=1,
-        description="Address to listen on. 127.0.0.1 serves this machine only; 0.0.0.0 (all "
-        "IPv4) or :: (IPv6 and IPv4) lets CANcorder connect from another machine.",
-    )
+    host: str = _LIMITS["host"]
     port: int | Literal["auto"] = Field(
         default="auto",
         description="TCP port, or 'auto': the first free port from 42420 upwards (bound once "
         "and kept). 0 picks any free port (tests).",
     )
-    buffer: int = Field(
-        default=1024 * 1024,
-        ge=1,
-        description="Bytes queued per client beyond its socket buffers (a classic frame is 22 "
-        "bytes, so 1 MiB is about 47000 frames); beyond that `policy` applies.",
-    )
-    policy: Policy = Field(
-        default="drop_oldest",
-        description="When a client's queue is full: 'drop_oldest' drops its oldest queued "
-        "frames and counts them; 'disconnect' closes that client.",
-    )
-    max_clients: int = Field(
-        default=64, ge=1, description="Most clients at once; further ones are closed at once."
-    )
+    buffer: int = _LIMITS["buffer"]
+    policy: Policy = _LIMITS["policy"]
+    max_clients: int = _LIMITS["max_clients"]
     allow: list[str] = Field(
         default_factory=list,
         description="Client networks allowed to connect (CIDR like 192.168.1.0/24, or single "
@@ -423,16 +422,8 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self.service_name: str | None = None
         self._server: asyncio.Server | None = None
         #: the connected clients, their queues and counters (les02_flow.broadcast)
-        self.clients: Broadcaster[_Client] = Broadcaster(
-            f"ecuconnect_tcp_sink '{node_id}'",
-            ctx.counters,
-            ctx.logger,
-            limit=config.buffer,
-            policy=config.policy,
-            max_clients=config.max_clients,
-            unit="bytes",
-            slack=None,
-            noun="frame",
+        self.clients: Broadcaster[_Client] = Broadcaster.for_node(
+            self.type_name, node_id, ctx, config, unit="bytes", slack=None, noun="frame"
         )
         self._packets: list[bytes] = []
         self._flusher: FlushScheduler | None = None

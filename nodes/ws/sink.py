@@ -30,7 +30,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
-from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer
+from les02_flow.broadcast import Broadcaster, Client, Policy, format_peer, server_fields
 from les02_flow.events import encode_event
 from les02_flow.flushing import FlushScheduler
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
@@ -134,15 +134,24 @@ def _close_reason(text: str) -> str:
 # -- node --------------------------------------------------------------------------------------
 
 
+_LIMITS = server_fields(
+    host=(
+        "localhost",
+        "Address to listen on. 'localhost' serves this machine only; 0.0.0.0 or "
+        ":: expose the event stream to the network.",
+    ),
+    buffer=1000,
+    buffer_unit="messages",
+    dropped="messages",
+    on_full="closes that client (code 1008 'too slow')",
+    refusal="closed with code 1013",
+)
+
+
 class WsSinkConfig(NodeConfig):
     """Config of ``ws_sink``."""
 
-    host: str = Field(
-        default="localhost",
-        min_length=1,
-        description="Address to listen on. 'localhost' serves this machine only; 0.0.0.0 or "
-        ":: expose the event stream to the network.",
-    )
+    host: str = _LIMITS["host"]
     port: int = Field(
         default=8765,
         ge=0,
@@ -150,21 +159,9 @@ class WsSinkConfig(NodeConfig):
         description="TCP port. 0 picks a free port (use a single-address host such as "
         "127.0.0.1 then); the node reports it in the log.",
     )
-    buffer: int = Field(
-        default=1000,
-        ge=1,
-        description="Most messages queued per client; beyond that `policy` applies.",
-    )
-    policy: Policy = Field(
-        default="drop_oldest",
-        description="When a client's buffer is full: 'drop_oldest' drops its oldest queued "
-        "message and counts it; 'disconnect' closes that client (code 1008 'too slow').",
-    )
-    max_clients: int = Field(
-        default=64,
-        ge=1,
-        description="Most clients at once; further ones are closed with code 1013 and counted.",
-    )
+    buffer: int = _LIMITS["buffer"]
+    policy: Policy = _LIMITS["policy"]
+    max_clients: int = _LIMITS["max_clients"]
     max_message_size: int = Field(
         default=4096,
         ge=1,
@@ -248,14 +245,8 @@ class WsSink(Node[WsSinkConfig]):
         self.port: int = config.port
         self._server: Server | None = None
         #: the connected clients, their queues and counters (les02_flow.broadcast)
-        self.clients: Broadcaster[WsPeer] = Broadcaster(
-            f"ws_sink '{node_id}'",
-            ctx.counters,
-            ctx.logger,
-            limit=config.buffer,
-            policy=config.policy,
-            max_clients=config.max_clients,
-            slack=BURST_SLACK,
+        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(
+            self.type_name, node_id, ctx, config, slack=BURST_SLACK
         )
         self._stopping = False
         self._flusher: FlushScheduler | None = None
