@@ -255,13 +255,14 @@ class Broadcaster(Generic[T]):
         cls, type_name: str, node_id: str, ctx: Context, config: Any, **options: Any
     ) -> Broadcaster[T]:
         """The core of a node whose config has ``buffer``, ``policy`` and ``max_clients``
-        (:func:`server_fields`); ``options`` are ``unit``, ``slack``, ``noun``."""
+        (:func:`server_fields`); ``options`` are ``unit``, ``slack``, ``noun`` and ``policy``
+        (for a config without one)."""
+        options.setdefault("policy", getattr(config, "policy", "drop_oldest"))
         return cls(
             f"{type_name} '{node_id}'",
             ctx.counters,
             ctx.logger,
             limit=config.buffer,
-            policy=config.policy,
             max_clients=config.max_clients,
             **options,
         )

@@ -10,7 +10,7 @@ its ``process_request`` hook answers plain ``GET`` requests (the page, the API, 
 The stream side is cheap: :meth:`WebConsole.consume` only updates :class:`LiveState` (a few
 dictionary operations per event); a timer turns that into ONE ``tick`` message per update
 period (``update_rate``, at most 30 per second) for all browsers, encoded once. Each browser
-has a bounded queue (``les02_flow.nodes.ws.sink.OutboundBuffer``, ``drop_oldest``): a slow or
+has a bounded queue (the broadcast core, ``les02_flow.broadcast``, ``drop_oldest``): a slow or
 stalled browser loses its oldest updates, counted, and costs the stream nothing.
 """
 
@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, ClassVar
@@ -33,13 +32,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import Field
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from les02_flow.broadcast import Broadcaster, format_peer
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError
 from les02_flow.nodes.rides.store import StoreError
-from les02_flow.nodes.ws.sink import OutboundBuffer
+from les02_flow.wscompat import GuardedServerConnection, WsPeer, describe_close, text_frame
 
 from .api import RideNotFound, RideReader, check_request, is_loopback_host, metrics_text
 from .live import LiveState, RateMeter, learn_floors
@@ -125,15 +124,6 @@ class WebConsoleConfig(NodeConfig):
     )
 
 
-@dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
-    peer: str
-    buffer: OutboundBuffer
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    shutdown: bool = False
-
-
 class WebConsole(Node[WebConsoleConfig]):
     """A live web console: the flow, the lift and the rides in a browser.
 
@@ -175,7 +165,10 @@ class WebConsole(Node[WebConsoleConfig]):
         self._rates = RateMeter()
         self._last_rates: dict[str, dict[str, float]] = {}
         self._server: Server | None = None
-        self._clients: dict[_Client, None] = {}
+        #: the browsers on the live stream (les02_flow.broadcast, drop_oldest)
+        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(
+            self.type_name, node_id, ctx, config, policy="drop_oldest"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._token: bytes | None = None
@@ -261,6 +254,7 @@ class WebConsole(Node[WebConsoleConfig]):
                 cfg.host,
                 cfg.port,
                 process_request=self._process_request,
+                create_connection=GuardedServerConnection,
                 compression=None,
                 max_size=4096,
                 ping_interval=20.0,
@@ -317,9 +311,8 @@ class WebConsole(Node[WebConsoleConfig]):
             if server is None:
                 return
             server.close(close_connections=False)
-            for client in self._clients:
-                client.shutdown = True
-                client.wake.set()
+            for client in self.clients:
+                client.transport.close_gracefully()
             pending = set(server.handler_tasks) | self._tasks
             if pending:
                 _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
@@ -338,14 +331,11 @@ class WebConsole(Node[WebConsoleConfig]):
         self.state.add(message)
 
     def _broadcast(self, message: dict[str, Any]) -> None:
-        if not self._clients:
+        if not self.clients:
             return
         data = json.dumps(message, separators=(",", ":"), default=str).encode()
-        for client in self._clients:
-            before = client.buffer.dropped
-            client.buffer.push(data)
-            self.counters.dropped += client.buffer.dropped - before
-            client.wake.set()
+        if self.clients.publish(text_frame(data)):
+            self.clients.flush()
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -432,7 +422,7 @@ class WebConsole(Node[WebConsoleConfig]):
             "counters": counters,
             "rates": self._last_rates,
             "statuses": view.statuses() if view is not None else {},
-            "clients": len(self._clients),
+            "clients": len(self.clients),
             "loop_lag_ms": round(self._loop_lag * 1000.0, 2),
             "floors_mm": floors,
             "floors_from": floors_from,
@@ -472,7 +462,7 @@ class WebConsole(Node[WebConsoleConfig]):
             "statuses": view.statuses() if view is not None else {},
             "types": types,
             "revision": view.revision if view is not None else 0,
-            "clients": len(self._clients),
+            "clients": len(self.clients),
             "dropped": self.counters.dropped,
             "loop_lag_s": self._loop_lag,
         }
@@ -497,7 +487,7 @@ class WebConsole(Node[WebConsoleConfig]):
             self.log.warning(
                 "web_console '%s': refused %s %s: %s",
                 self.node_id,
-                _peer(connection),
+                format_peer(connection.remote_address),
                 urlsplit(request.path).path,
                 reason,
             )
@@ -567,60 +557,24 @@ class WebConsole(Node[WebConsoleConfig]):
     # -- live WebSocket --------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        peer = _peer(ws)
+        peer = format_peer(ws.remote_address)
         if self._stopping:
             await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             return
-        if len(self._clients) >= self.config.max_clients:
-            self.counters.bump("clients_refused")
+        transport = WsPeer(ws)
+        client = self.clients.admit(transport, peer)
+        if client is None:
             await ws.close(
                 CloseCode.TRY_AGAIN_LATER, f"too many browsers (max {self.config.max_clients})"
             )
             return
-        client = _Client(ws, peer, OutboundBuffer(self.config.buffer, "drop_oldest"))
-        client.buffer.push(json.dumps(self._hello(), separators=(",", ":"), default=str).encode())
-        self._clients[client] = None
-        self.counters.bump("clients_connected")
-        self.log.info(
-            "web_console '%s': browser %s connected (%d open)",
-            self.node_id,
-            peer,
-            len(self._clients),
-        )
-        writer = asyncio.get_running_loop().create_task(self._write(client))
+        hello = json.dumps(self._hello(), separators=(",", ":"), default=str).encode()
+        client.queue.push(text_frame(hello))
+        self.clients.flush()
         try:
-            async for _ in ws:  # the page sends nothing that matters
-                pass
-        except ConnectionClosed:
-            pass
+            await transport.serve(self.clients, client)  # the page sends nothing that matters
         finally:
-            self._clients.pop(client, None)
-            if not writer.done():
-                writer.cancel()
-            await asyncio.wait([writer])
-            self.counters.bump("clients_disconnected")
-            self.log.info(
-                "web_console '%s': browser %s disconnected, %d update(s) dropped (%d open)",
-                self.node_id,
-                peer,
-                client.buffer.dropped,
-                len(self._clients),
-            )
-
-    async def _write(self, client: _Client) -> None:
-        ws, buffer, wake = client.ws, client.buffer, client.wake
-        try:
-            while True:
-                while buffer:
-                    await ws.send(buffer.pop(), text=True)
-                    self.counters.emitted += 1
-                if client.shutdown:
-                    await ws.close(CloseCode.GOING_AWAY, "server shutting down")
-                    return
-                wake.clear()
-                await wake.wait()
-        except ConnectionClosed:
-            return
+            self.clients.remove(client, describe_close(ws))
 
 
 def _response(
@@ -650,14 +604,3 @@ def _response(
     if download is not None:
         headers["Content-Disposition"] = f'attachment; filename="{download}"'
     return Response(status, phrase, headers, body)
-
-
-def _peer(ws: ServerConnection) -> str:
-    try:
-        address = ws.remote_address
-    except Exception:
-        address = None
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return "?"
