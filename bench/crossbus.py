@@ -231,6 +231,7 @@ def run_one(
     duration: float,
     label: str,
     profile: Path | None = None,
+    extra_set: tuple[str, ...] = (),
 ) -> Result:
     tmp = tempfile.mkdtemp(prefix="bench-crossbus-")
     res = Result(system, rate, n_ws, n_tcp)
@@ -242,6 +243,7 @@ def run_one(
             "ws.host=127.0.0.1", f"ws.port={WS_PORT}", "ws.ping_interval=null",
             f"tcp.port={TCP_PORT}", f"store.path={tmp}/rides.sqlite",
             f"recorder.path={tmp}/bench.log",
+            *extra_set,
         ):  # fmt: skip
             cmd += ["--set", kv]
         cmd += ["--stats-interval", "0"]
@@ -342,14 +344,20 @@ def _counted_drops(stderr: str) -> int:
     return best
 
 
-def main(duration: float, append: bool, command: str) -> list[Result]:
+def main(
+    duration: float,
+    append: bool,
+    command: str,
+    scenarios: tuple[tuple[int, int, int], ...] = SCENARIOS,
+    extra_set: tuple[str, ...] = (),
+) -> list[Result]:
     t_start = time.monotonic()
     results: list[Result] = []
-    total = len(SCENARIOS) * len(SYSTEMS)
-    for rate, n_ws, n_tcp in SCENARIOS:
+    total = len(scenarios) * len(SYSTEMS)
+    for rate, n_ws, n_tcp in scenarios:
         for system in SYSTEMS:
             label = f"{len(results) + 1}/{total} {system} {rate:,}/s {n_ws} WS + {n_tcp} TCP"
-            results.append(run_one(system, rate, n_ws, n_tcp, duration, label))
+            results.append(run_one(system, rate, n_ws, n_tcp, duration, label, extra_set=extra_set))
             sys.stderr.write("\n")
             print(results[-1].row(), flush=True)
     elapsed = time.monotonic() - t_start
@@ -404,6 +412,20 @@ def _cli() -> int:
     p.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     p.add_argument("--profile", type=Path, default=None,
                    help="only: py-spy les02-flow at --rate into this raw file")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.KEY=VALUE",
+        help="extra --set for les02-flow (e.g. bus.read_interval=0.005)",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="RATE:WS:TCP",
+        help="instead of the default three, e.g. 500:1:0",
+    )
     p.add_argument("--rate", type=int, default=12600, help="with --profile")
     p.add_argument("--ws", type=int, default=10, help="with --profile")
     p.add_argument("--tcp", type=int, default=2, help="with --profile")
@@ -415,14 +437,16 @@ def _cli() -> int:
     if a.profile is not None:
         from bench.live import profile_top
 
-        r = run_one("les02-flow", a.rate, a.ws, a.tcp, duration, "profile", a.profile)
+        r = run_one("les02-flow", a.rate, a.ws, a.tcp, duration, "profile", a.profile,
+                    tuple(a.set))  # fmt: skip
         sys.stderr.write("\n")
         print(HEADER + "\n" + r.row())
         for share, name in profile_top(a.profile, top=25):
             print(f"{share:<22} {name}")
         return 0
     command = ".venv/bin/python -m bench.crossbus" + (f" {' '.join(argv)}" if argv else "")
-    main(duration, not a.no_append, command)
+    scenarios = tuple(tuple(int(x) for x in sc.split(":")) for sc in a.scenario) or SCENARIOS
+    main(duration, not a.no_append, command, scenarios, tuple(a.set))  # type: ignore[arg-type]
     return 0
 
 

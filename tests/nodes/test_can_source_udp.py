@@ -116,6 +116,20 @@ def test_kernel_drops_are_counted_exactly(report: dict[str, Any]) -> None:
     assert drops["warned"], "a warning names the drops"
 
 
+def test_read_interval_batches_wake_ups_and_loses_nothing(report: dict[str, Any]) -> None:
+    rest = report["rest"]
+    assert rest["frames"] == list(range(200))
+    # 200 frames over >= 50 ms in bursts: a 20 ms rest gathers them into a few wake-ups
+    assert 1 <= rest["wakeups"] < 50, rest["wakeups"]
+
+
+def test_a_full_backlog_pauses_reading_and_loses_nothing(report: dict[str, Any]) -> None:
+    backlog = report["backlog"]
+    assert backlog["frames"] == list(range(500))
+    assert backlog["pauses"] >= 1  # reading stopped at least once with 40 frames pending
+    assert backlog["kernel_drops"] == 0
+
+
 # -- inside the namespace ----------------------------------------------------------------------
 
 
@@ -309,11 +323,66 @@ async def _drops(port: int) -> dict[str, Any]:
     return result
 
 
+async def _rest(port: int) -> dict[str, Any]:
+    node = _node(port, read_interval=0.02)
+    got: list[int] = []
+    node.build(None)["out"].subscribe(lambda m: got.append(int.from_bytes(m.data, "big")))
+    await node.start()
+    sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    wakeups = [0]
+    original = node._on_fd_readable
+
+    def counting(session: Any) -> None:
+        wakeups[0] += 1
+        original(session)
+
+    node._on_fd_readable = counting  # the next add_reader registers the counting wrapper
+    for i in range(200):
+        sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
+        if i % 20 == 19:
+            await asyncio.sleep(0.005)
+    await _wait(lambda: len(got) >= 200)
+    await node.stop()
+    sender.shutdown()
+    return {"frames": got, "wakeups": wakeups[0]}
+
+
+async def _backlog(port: int) -> dict[str, Any]:
+    """A tiny BACKLOG_LIMIT: reading pauses while the flow catches up, then resumes."""
+    import les02_flow.nodes.can_source as can_source
+
+    can_source.BACKLOG_LIMIT = 40
+    node = _node(port)
+    got: list[int] = []
+    node.build(None)["out"].subscribe(lambda m: got.append(int.from_bytes(m.data, "big")))
+    await node.start()
+    pauses = [0]
+    real_remove = asyncio.get_running_loop().remove_reader
+
+    def counting_remove(fd: Any) -> bool:
+        pauses[0] += 1
+        return real_remove(fd)
+
+    asyncio.get_running_loop().remove_reader = counting_remove  # type: ignore[method-assign]
+    sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    for i in range(500):  # faster than the loop gets to them: the socket holds a queue
+        sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
+    await _wait(lambda: len(got) >= 500)
+    asyncio.get_running_loop().remove_reader = real_remove  # type: ignore[method-assign]
+    drops = node.counters.extra.get("kernel_drops", 0)
+    await node.stop()
+    sender.shutdown()
+    can_source.BACKLOG_LIMIT = 200_000
+    return {"frames": got, "pauses": pauses[0], "kernel_drops": drops}
+
+
 async def _scenarios() -> dict[str, Any]:
     return {
         "same": await _same(47001),
         "bad": await _bad(47002),
         "drops": await _drops(47003),
+        "rest": await _rest(47004),
+        "backlog": await _backlog(47005),
     }
 
 
