@@ -56,13 +56,19 @@ def frames() -> Iterator[can.Message]:
         while invalid and invalid[0][0] <= f.t:
             t, can_id, data = invalid.pop(0)
             yield can.Message(
-                timestamp=T0 + t, arbitration_id=can_id, data=data, is_extended_id=False,
+                timestamp=T0 + t,
+                arbitration_id=can_id,
+                data=data,
+                is_extended_id=False,
                 channel="can0",
             )
         if f.can_id == 0x80 and gap_start <= f.t < gap_end:
             continue
         yield can.Message(
-            timestamp=T0 + f.t, arbitration_id=f.can_id, data=f.data, is_extended_id=False,
+            timestamp=T0 + f.t,
+            arbitration_id=f.can_id,
+            data=f.data,
+            is_extended_id=False,
             channel="can0",
         )
 

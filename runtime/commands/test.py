@@ -59,7 +59,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         print("no test was run: fix the errors above first", file=sys.stderr)
         return 1
     if not plans:
-        print(f"no test matches -k {' '.join(args.k)}" if args.k else "no tests found", file=sys.stderr)
+        print(
+            f"no test matches -k {' '.join(args.k)}" if args.k else "no tests found",
+            file=sys.stderr,
+        )
         return 1
     if args.list:
         for plan in plans:

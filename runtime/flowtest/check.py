@@ -85,7 +85,9 @@ def explain(conds: Sequence[Condition], message: Any) -> list[str]:
     out = []
     for c in conds:
         if not c.compile()(message):
-            out.append(f"{c.field} is {_value(c.resolve(message))}, wanted {c.op} {_value(c.value)}")
+            out.append(
+                f"{c.field} is {_value(c.resolve(message))}, wanted {c.op} {_value(c.value)}"
+            )
     return out
 
 
@@ -127,15 +129,18 @@ def check_expectation(
         out.failures.append(Failure(location, probe, check, message, details))
 
     def context() -> list[str]:
-        lines = [f"{probe.label()} carried {len(messages):,} message(s); {summarize(messages)}"]
-        return lines
+        verb = "received" if probe.port is None else "carried"
+        return [f"{probe.label()} {verb} {len(messages):,} message(s); {summarize(messages)}"]
 
     if exp.count is not None and not exp.count.accepts(len(chosen)):
         details = context()
         if chosen:
-            details.append("the selected ones: " + ("" if len(chosen) <= SHOW else f"(first {SHOW})"))
+            first = "" if len(chosen) <= SHOW else f" (the first {SHOW})"
+            details.append(f"the {len(chosen)} selected{first}:")
             details.extend("  " + _at(i, m) for i, m in chosen[:SHOW])
-        fail("count", f"count: expected {exp.count.describe()} {noun}(s), got {len(chosen)}", details)
+        fail(
+            "count", f"count: expected {exp.count.describe()} {noun}(s), got {len(chosen)}", details
+        )
 
     if exp.every is not None:
         preds = all_of(exp.every)

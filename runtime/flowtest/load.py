@@ -42,7 +42,9 @@ def _known_keys(models: Iterable[type[BaseModel]]) -> list[str]:
     return sorted(keys)
 
 
-KNOWN_KEYS = _known_keys([TestFile, FlowTest, TestInput, Target, Expectation, CountBound, InlineFrame])
+KNOWN_KEYS = _known_keys(
+    [TestFile, FlowTest, TestInput, Target, Expectation, CountBound, InlineFrame]
+)
 
 
 @dataclass
@@ -78,9 +80,7 @@ def find_test_files(paths: Sequence[str]) -> tuple[list[str], list[FlowError]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(
-                f for f in p.rglob("*") if f.is_file() and is_test_file_name(f)
-            )
+            files = sorted(f for f in p.rglob("*") if f.is_file() and is_test_file_name(f))
             if not files:
                 errors.append(
                     FlowError(Location(raw), "no test files (*_test.yaml) in this directory")
@@ -251,9 +251,11 @@ def load_test_file(path: str) -> LoadedTestFile:
             return loaded
         loaded.flow_path = str(hit)
     else:
-        target = (Path(path).parent / flow)
+        target = Path(path).parent / flow
         if not target.is_file():
-            errors.append(FlowError(doc.where(("flow",)), f"flow file '{flow}' not found ({target})"))
+            errors.append(
+                FlowError(doc.where(("flow",)), f"flow file '{flow}' not found ({target})")
+            )
             return loaded
         loaded.flow_path = str(target)
     return loaded

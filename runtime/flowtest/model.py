@@ -49,11 +49,16 @@ def parse_can_id(value: object) -> object:
 
 
 def normalize_match(value: object) -> object:
-    """An event type (``ride_end``) or one condition mapping -> a list of condition mappings."""
+    """An event type (``ride_end``) or one condition mapping -> a list of condition mappings;
+    in a list, a string is an event type too (``[ride_end, {field: ..., ...}]``)."""
     if isinstance(value, str):
         return [{"field": "type", "op": "eq", "value": value}]
     if isinstance(value, dict):
         return [value]
+    if isinstance(value, list):
+        return [
+            {"field": "type", "op": "eq", "value": v} if isinstance(v, str) else v for v in value
+        ]
     return value
 
 
@@ -80,28 +85,32 @@ class CountBound(BaseModel):
         if isinstance(value, int):
             return {"eq": value}
         if not isinstance(value, dict):
-            raise ValueError(f"count must be a number or bounds like {{ge: 1, le: 4}}, got {value!r}")
+            raise ValueError(
+                f"count must be a number or bounds like {{ge: 1, le: 4}}, got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
     def _check(self) -> CountBound:
         if all(getattr(self, k) is None for k in ("eq", "ne", "lt", "le", "gt", "ge", "range")):
-            raise ValueError("count needs a number or at least one of eq, ne, lt, le, gt, ge, range")
+            raise ValueError(
+                "count needs a number or at least one of eq, ne, lt, le, gt, ge, range"
+            )
         if self.range is not None and self.range[0] > self.range[1]:
             raise ValueError(f"count range needs lo <= hi, got {list(self.range)}")
         return self
 
     def accepts(self, n: int) -> bool:
-        checks = (
-            (self.eq, lambda b: n == b),
-            (self.ne, lambda b: n != b),
-            (self.lt, lambda b: n < b),
-            (self.le, lambda b: n <= b),
-            (self.gt, lambda b: n > b),
-            (self.ge, lambda b: n >= b),
-            (self.range, lambda b: b[0] <= n <= b[1]),
+        """Whether ``n`` messages satisfy every bound given."""
+        return (
+            (self.eq is None or n == self.eq)
+            and (self.ne is None or n != self.ne)
+            and (self.lt is None or n < self.lt)
+            and (self.le is None or n <= self.le)
+            and (self.gt is None or n > self.gt)
+            and (self.ge is None or n >= self.ge)
+            and (self.range is None or self.range[0] <= n <= self.range[1])
         )
-        return all(test(bound) for bound, test in checks if bound is not None)
 
     def describe(self) -> str:
         """``3``, ``>= 1 and <= 4``, ``1..4``."""
@@ -110,7 +119,9 @@ class CountBound(BaseModel):
         ):
             return str(self.eq)
         symbols = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-        parts = [f"{symbols[k]} {getattr(self, k)}" for k in symbols if getattr(self, k) is not None]
+        parts = [
+            f"{symbols[k]} {getattr(self, k)}" for k in symbols if getattr(self, k) is not None
+        ]
         if self.range is not None:
             parts.append(f"{self.range[0]}..{self.range[1]}")
         return " and ".join(parts)
@@ -146,8 +157,7 @@ class Expectation(BaseModel):
     )
     contains: list[Match] = Field(
         default_factory=list,
-        description="Each entry matches at least one selected message (any order). "
-        + MATCH_HELP,
+        description="Each entry matches at least one selected message (any order). " + MATCH_HELP,
     )
     ordered: list[Match] = Field(
         default_factory=list,
@@ -294,7 +304,9 @@ class TestInput(BaseModel):
         "variants), relative to the test file.",
     )
     start: float = Field(
-        default=0.0, ge=0, description="Skip the first seconds of the recording (from its first item)."
+        default=0.0,
+        ge=0,
+        description="Skip the first seconds of the recording (from its first item).",
     )
     end: float | None = Field(
         default=None,
@@ -483,7 +495,6 @@ class TestFile(BaseModel):
         "NAME.yaml beside it.",
     )
     tests: list[FlowTest] = Field(min_length=1, description="The tests, run in this order.")
-
 
 
 def tests_schema() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from les02_flow.events import encode_event
-from les02_flow.node import Kind, Node, NodeConfig
+from les02_flow.node import Context, Kind, Node, NodeConfig
 
 __all__ = ["Capture", "CaptureConfig", "InputConfig", "TestInputNode", "input_class", "snapshot"]
 
@@ -66,7 +66,7 @@ class _HotPort:
             observer.on_completed()
 
 
-class TestInputNode(Node[InputConfig]):
+class TestInputNode(Node[NodeConfig]):
     """The test input, in place of a source (same id, same ports) or in front of a node."""
 
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -116,7 +116,7 @@ def snapshot(message: Any) -> Any:
     return copy.deepcopy(message)
 
 
-class Capture(Node[CaptureConfig]):
+class Capture(Node[NodeConfig]):
     """In place of a sink, or on a port an expectation looks at: records what arrives."""
 
     type_name: ClassVar[str] = "capture"
@@ -128,7 +128,7 @@ class Capture(Node[CaptureConfig]):
     #: whether messages are kept (a replaced sink nobody looks at keeps nothing)
     keep_messages: ClassVar[bool] = True
 
-    def __init__(self, node_id: str, config: CaptureConfig, ctx: Any) -> None:
+    def __init__(self, node_id: str, config: NodeConfig, ctx: Context) -> None:
         super().__init__(node_id, config, ctx)
         self.messages: list[Any] = []
         self.completed = False

@@ -93,10 +93,14 @@ class _Errors:
         self.items: list[FlowError] = []
 
     def add(self, path: Path_, message: str, key: bool = False) -> None:
-        self.items.append(FlowError(self.file.where((*self.base, *path), key=key), self.prefix + message))
+        self.items.append(
+            FlowError(self.file.where((*self.base, *path), key=key), self.prefix + message)
+        )
 
 
-def _apply_set(doc: Any, file: LoadedTestFile, base: Path_, sets: dict[str, Any], errs: _Errors) -> None:
+def _apply_set(
+    doc: Any, file: LoadedTestFile, base: Path_, sets: dict[str, Any], errs: _Errors
+) -> None:
     """``set:`` overrides, like ``--set``; errors in them point at the test file."""
     nodes = doc.data.get("nodes") if isinstance(doc.data, dict) else None
     if not isinstance(nodes, dict):
@@ -105,7 +109,11 @@ def _apply_set(doc: Any, file: LoadedTestFile, base: Path_, sets: dict[str, Any]
         parts = str(key).split(".")
         loc = file.where((*base, "set", key))
         if parts[0] not in nodes:
-            errs.add(("set", key), f"set: no node '{parts[0]}' in the flow (nodes: {', '.join(map(str, nodes))})", key=True)
+            errs.add(
+                ("set", key),
+                f"set: no node '{parts[0]}' in the flow (nodes: {', '.join(map(str, nodes))})",
+                key=True,
+            )
             continue
         target: Any = nodes[parts[0]]
         path: Path_ = ("nodes", parts[0])
@@ -218,7 +226,9 @@ def _check_expectation(
             )
         target = base_dir / exp.equals_file
         if target.exists() and not target.is_file():
-            errs.add((*path, "equals_file"), f"expect '{probe.key}': equals_file {target} is not a file")
+            errs.add(
+                (*path, "equals_file"), f"expect '{probe.key}': equals_file {target} is not a file"
+            )
 
 
 def _split_key(key: str, flow: CompiledFlow) -> tuple[str, str | None]:
@@ -252,9 +262,13 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         if not path.is_file():
             errs.add(("input", "file"), f"input: recording '{spec.file}' not found ({path})")
         if kind is Kind.EVENT and spec.ids:
-            errs.add(("input", "ids"), "input: 'ids' selects frames, but the recording holds events")
+            errs.add(
+                ("input", "ids"), "input: 'ids' selects frames, but the recording holds events"
+            )
         if kind is Kind.FRAME and spec.types:
-            errs.add(("input", "types"), "input: 'types' selects events, but the recording holds frames")
+            errs.add(
+                ("input", "types"), "input: 'types' selects events, but the recording holds frames"
+            )
     elif spec.ids or spec.types or spec.start or spec.end is not None:
         errs.add(("input",), "input: start, end, ids and types apply to a recording file only")
 
@@ -267,11 +281,17 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         if nid in alive:
             return True
         if nid in feeders:
-            errs.add(path, f"{what}: node '{nid}' ({enabled[nid].type_name}) only feeds a bus; it does not run in tests")
+            errs.add(
+                path,
+                f"{what}: node '{nid}' ({enabled[nid].type_name}) only feeds a bus; "
+                "it does not run in tests",
+            )
         elif nid in original.nodes:
             errs.add(path, f"{what}: node '{nid}' is disabled in the flow")
         else:
-            errs.add(path, f"{what}: no node '{nid}' in the flow (nodes: {', '.join(original.nodes)})")
+            errs.add(
+                path, f"{what}: no node '{nid}' in the flow (nodes: {', '.join(original.nodes)})"
+            )
         return False
 
     target = test.target
@@ -304,10 +324,17 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
     plan_changes: list[str] = []
     if spec.into:
         if target is not None:
-            errs.add(("input", "into"), "input: 'into' is for whole-flow tests; with a target the input goes into the target's first node")
+            errs.add(
+                ("input", "into"),
+                "input: 'into' is for whole-flow tests; with a target the input goes into "
+                "the target's first node",
+            )
         for i, nid in enumerate(spec.into):
             if known(nid, ("input", "into", i), "input.into") and not enabled[nid].cls.is_source():
-                errs.add(("input", "into", i), f"input.into: '{nid}' ({enabled[nid].type_name}) is not a source")
+                errs.add(
+                    ("input", "into", i),
+                    f"input.into: '{nid}' ({enabled[nid].type_name}) is not a source",
+                )
     if entry_first:
         assert first is not None
         taker = enabled[first].cls.input_kind
@@ -321,13 +348,18 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         wanted = [s for s in sources if not spec.into or s in spec.into]
         able = [s for s in wanted if _port_for(enabled[s].cls, kind) is not None]
         if not sources:
-            errs.add(tpath if target else ("input",), "the target has no source for the input to replace")
+            errs.add(
+                tpath if target else ("input",), "the target has no source for the input to replace"
+            )
         elif not able:
             names = ", ".join(f"'{s}' ({enabled[s].type_name})" for s in wanted)
             errs.add(("input",), f"input holds {kind.value}s but no source emits them ({names})")
         for s in spec.into:
             if s in enabled and enabled[s].cls.is_source() and s not in able:
-                errs.add(("input", "into"), f"input.into: '{s}' ({enabled[s].type_name}) emits no {kind.value}s")
+                errs.add(
+                    ("input", "into"),
+                    f"input.into: '{s}' ({enabled[s].type_name}) emits no {kind.value}s",
+                )
 
     # -- probes ------------------------------------------------------------------------------------
     probes: dict[str, Probe] = {}
@@ -342,10 +374,17 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             continue
         cls = node.cls
         if port is None and not cls.is_sink():
-            port = _port_for(cls, Kind.ANY) if DEFAULT_PORT not in cls.output_ports else DEFAULT_PORT
+            port = (
+                _port_for(cls, Kind.ANY) if DEFAULT_PORT not in cls.output_ports else DEFAULT_PORT
+            )
         if cls.is_sink():
             if port is not None:
-                errs.add(epath, f"expect '{key}': '{node_id}' ({cls.type_name}) is a sink, it has no port '{port}'; write '{node_id}' for what it received", key=True)
+                errs.add(
+                    epath,
+                    f"expect '{key}': '{node_id}' ({cls.type_name}) is a sink, it has no port "
+                    f"'{port}'; write '{node_id}' for what it received",
+                    key=True,
+                )
                 continue
             upstream = [(u, p) for u, p in original.upstream(node_id) if u in chosen]
             kinds = {enabled[u].cls.output_ports[p] for u, p in upstream}
@@ -354,7 +393,12 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         else:
             assert port is not None
             if port not in cls.output_ports:
-                errs.add(epath, f"expect '{key}': {cls.type_name} '{node_id}' has no port '{port}' (ports: {', '.join(cls.output_ports)})", key=True)
+                errs.add(
+                    epath,
+                    f"expect '{key}': {cls.type_name} '{node_id}' has no port '{port}' "
+                    f"(ports: {', '.join(cls.output_ports)})",
+                    key=True,
+                )
                 continue
             carried = cls.output_ports[port]
             cap = f"<expect {node_id}.{port}>"
@@ -363,12 +407,18 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         value = test.expect[key]
         items = value if isinstance(value, list) else [value]
         for i, exp in enumerate(items):
-            _check_expectation(exp, probe, (*epath, i) if isinstance(value, list) else epath, errs, file.base_dir)
+            _check_expectation(
+                exp, probe, (*epath, i) if isinstance(value, list) else epath, errs, file.base_dir
+            )
 
     for i, nid in enumerate(test.keep):
         if known(nid, ("keep", i), "keep"):
             if not enabled[nid].cls.is_sink():
-                errs.add(("keep", i), f"keep: '{nid}' ({enabled[nid].type_name}) is not a sink; only sinks are replaced")
+                errs.add(
+                    ("keep", i),
+                    f"keep: '{nid}' ({enabled[nid].type_name}) is not a sink; "
+                    "only sinks are replaced",
+                )
             elif nid not in chosen:
                 errs.add(("keep", i), f"keep: '{nid}' is not part of the target")
 
@@ -405,7 +455,10 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
         cls = input_class(None, kind)
         nodes = {
             INPUT_ID: CompiledNode(
-                id=INPUT_ID, cls=cls, config=InputConfig(), wires={"out": [first]},
+                id=INPUT_ID,
+                cls=cls,
+                config=InputConfig(),
+                wires={"out": [first]},
                 location=file.where((*base, "input")),
             ),
             **nodes,
@@ -429,7 +482,9 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
                     nodes[u].wires.setdefault(p, []).append(probe.capture_id)
         else:
             nodes[probe.node_id].wires.setdefault(probe.port, []).append(probe.capture_id)
-    flow = CompiledFlow(name=f"{original.name} [test: {test.name}]", path=original.path, nodes=nodes)
+    flow = CompiledFlow(
+        name=f"{original.name} [test: {test.name}]", path=original.path, nodes=nodes
+    )
     plan = Plan(
         test=test,
         index=index,

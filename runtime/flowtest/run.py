@@ -109,7 +109,10 @@ async def _run(plan: Plan, result: TestResult) -> None:
                 n += 1
         else:
             # several sources get the input: each its own copy (as if each read the file)
-            streams = [iter_input(spec, base, result.problems if k == 0 else []) for k in range(len(emitters))]
+            streams = [
+                iter_input(spec, base, result.problems if k == 0 else [])
+                for k in range(len(emitters))
+            ]
             for items in zip(*streams, strict=True):
                 for emit, item in zip(emitters, items, strict=True):
                     emit(item)
@@ -128,7 +131,9 @@ async def _run(plan: Plan, result: TestResult) -> None:
         cap = engine.nodes.get(probe.capture_id)
         assert isinstance(cap, Capture)
         result.captured[key] = cap.messages
-    result.counters = {nid: c.as_dict() for nid, c in engine.counters().items() if nid in plan.original.nodes}
+    result.counters = {
+        nid: c.as_dict() for nid, c in engine.counters().items() if nid in plan.original.nodes
+    }
 
 
 def run_plan(plan: Plan, *, update: bool = False) -> TestResult:
