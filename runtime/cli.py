@@ -113,6 +113,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.tests:
+        from .flowtest.model import tests_schema
+
+        json.dump(tests_schema(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     json.dump(flow_schema(default_registry()), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -205,12 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("type", nargs="?", help="a node type to document")
     p.add_argument("--markdown", action="store_true", help="all types as docs/nodes.md")
 
-    add_command(
+    p = add_command(
         sub,
         "schema",
         cmd_schema,
         "print the JSON Schema of the flow format (for editor autocompletion)",
-        "  les02-flow schema > flow.schema.json",
+        "  les02-flow schema > flow.schema.json\n"
+        "  les02-flow schema --tests > flow-test.schema.json",
+    )
+    p.add_argument(
+        "--tests",
+        action="store_true",
+        help="the JSON Schema of flow test files instead (docs/testing-flows.md)",
     )
 
     p = add_command(

@@ -45,9 +45,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     for path in files:
         loaded = load_test_file(path)
         errors.extend(loaded.errors)
-        if loaded.model is None:
+        if loaded.flow_path is None:
             continue
-        for i, test in enumerate(loaded.model.tests):
+        for i, test in loaded.tests.items():
             if not _selected(test.name, args.k):
                 continue
             plan, problems = plan_test(loaded, i)

@@ -114,7 +114,7 @@ def check_expectation(
     exp: Expectation,
     probe: Probe,
     messages: Sequence[Any],
-    location: Location,
+    where: Callable[[str, int | None], Location],
     base_dir: Path,
     *,
     update: bool = False,
@@ -125,8 +125,8 @@ def check_expectation(
     chosen: Numbered = [(i, m) for i, m in enumerate(messages) if select(m)]
     noun = f"{what} message" if what else "message"
 
-    def fail(check: str, message: str, details: list[str]) -> None:
-        out.failures.append(Failure(location, probe, check, message, details))
+    def fail(check: str, message: str, details: list[str], entry: int | None = None) -> None:
+        out.failures.append(Failure(where(check, entry), probe, check, message, details))
 
     def context() -> list[str]:
         verb = "received" if probe.port is None else "carried"
@@ -167,6 +167,7 @@ def check_expectation(
                 "contains",
                 f"contains[{k + 1}]: no {noun} matches {describe_match(conds)}",
                 details,
+                k,
             )
 
     if exp.ordered:
@@ -183,6 +184,7 @@ def check_expectation(
                 "none_of",
                 f"none_of[{k + 1}]: {len(hits)} {noun}(s) match {describe_match(conds)}",
                 details,
+                k,
             )
 
     if exp.equals_file is not None:
@@ -222,7 +224,7 @@ def _check_ordered(
     entries: Sequence[Sequence[Condition]],
     chosen: Numbered,
     noun: str,
-    fail: Callable[[str, str, list[str]], None],
+    fail: Callable[..., None],
 ) -> None:
     preds = [all_of(c) for c in entries]
     found: list[tuple[int, Any]] = []
@@ -244,6 +246,7 @@ def _check_ordered(
                 f"ordered: entry {k + 1} of {len(entries)} ({describe_match(entries[k])}) not "
                 f"found{after}",
                 details,
+                k,
             )
             return
         j, i, m = hit
@@ -255,7 +258,7 @@ def _check_golden(
     path: Path,
     name: str,
     chosen: Numbered,
-    fail: Callable[[str, str, list[str]], None],
+    fail: Callable[..., None],
 ) -> None:
     if not path.is_file():
         fail(

@@ -49,13 +49,18 @@ KNOWN_KEYS = _known_keys(
 
 @dataclass
 class LoadedTestFile:
-    """A test file read and validated; ``model`` is None when it has errors."""
+    """A test file read and validated; ``model`` is None when it has errors.
+
+    ``tests`` holds the tests that are valid on their own, by their index in the file, so
+    that their errors against the flow can be reported together with the others.
+    """
 
     path: str
     doc: FlowDocument
     model: TestFile | None
     flow_path: str | None
     errors: list[FlowError] = field(default_factory=list)
+    tests: dict[int, FlowTest] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -115,21 +120,24 @@ def _has_tests_key(path: Path) -> bool:
     return isinstance(doc.data, dict) and "tests" in doc.data
 
 
-def locate(doc: FlowDocument, base: Path_, loc: Sequence[Any], key: bool = False) -> Location:
-    """The YAML position of a pydantic error location below ``base``.
-
-    Steps the YAML does not have (a union member, the list a single mapping was wrapped in)
-    are skipped, so the position is the closest value that exists.
-    """
+def yaml_path(doc: FlowDocument, base: Path_, loc: Sequence[Any]) -> Path_:
+    """The YAML path of a pydantic error location below ``base``: steps the YAML does not
+    have (a union member, the list a single mapping was wrapped in) are skipped."""
     path: Path_ = tuple(base)
     for step in loc:
         candidate = (*path, step)
         if candidate in doc.values or candidate in doc.keys:
             path = candidate
+    return path
+
+
+def locate(doc: FlowDocument, base: Path_, loc: Sequence[Any], key: bool = False) -> Location:
+    """The position of the closest value (or key) of a pydantic error location."""
+    path = yaml_path(doc, base, loc)
     return doc.where(path, key=key and path != tuple(base))
 
 
-def _message(err: Any, known: Sequence[str]) -> tuple[str, bool]:
+def _message(err: Any, known: Sequence[str], dotted: str) -> tuple[str, bool]:
     """A readable message for one pydantic error, and whether it is about a key."""
     kind = err["type"]
     loc = [s for s in err["loc"] if isinstance(s, str)]
@@ -144,7 +152,6 @@ def _message(err: Any, known: Sequence[str]) -> tuple[str, bool]:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
-    dotted = ".".join(str(s) for s in err["loc"] if isinstance(s, str | int))
     given = err.get("input")
     if kind in ("value_error", "assertion_error"):
         return (f"'{dotted}': {msg}" if dotted else msg), False
@@ -159,10 +166,13 @@ def validation_errors(
 ) -> list[FlowError]:
     out: list[FlowError] = []
     for err in exc.errors():
-        msg, about_key = _message(err, KNOWN_KEYS)
-        where = locate(doc, base, err["loc"], key=about_key)
+        path = yaml_path(doc, base, err["loc"])
+        dotted = ".".join(str(s) for s in path[len(base) :])
+        msg, about_key = _message(err, KNOWN_KEYS, dotted)
         if err["type"] == "missing":
             where = locate(doc, base, err["loc"][:-1])
+        else:
+            where = doc.where(path, key=about_key and path != tuple(base))
         out.append(FlowError(where, prefix + msg))
     return out
 
@@ -208,6 +218,7 @@ def load_test_file(path: str) -> LoadedTestFile:
             )
         names.setdefault(test.name, i)
         tests_ok.append(test)
+        loaded.tests[i] = test
     head = {k: v for k, v in data.items() if k != "tests"}
     if not data["tests"]:
         errors.append(FlowError(doc.where(("tests",)), "'tests' is empty: add at least one test"))
@@ -218,9 +229,10 @@ def load_test_file(path: str) -> LoadedTestFile:
         model = TestFile.model_validate({**head, "tests": stand_in})
     except ValidationError as exc:
         errors.extend(validation_errors(doc, (), exc))
-    if errors or model is None:
+    if model is None:
         return loaded
-    loaded.model = model
+    if not errors:
+        loaded.model = model
     flow = model.flow
     if flow is None:
         p = Path(path)

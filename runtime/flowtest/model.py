@@ -444,7 +444,7 @@ class FlowTest(BaseModel):
         description="Sinks that really run (e.g. a file_recorder writing a file); every other "
         "sink is replaced by a capture.",
     )
-    expect: dict[str, Expectation | list[Expectation]] = Field(
+    expect: dict[str, list[Expectation]] = Field(
         description="NODE or NODE.PORT -> expectation(s). NODE alone is the default output "
         "port (out), or for a sink what it received.",
         min_length=1,
@@ -455,6 +455,14 @@ class FlowTest(BaseModel):
     def _str_list(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _expectation_lists(cls, value: object) -> object:
+        """``NODE: {count: 1}`` is ``NODE: [{count: 1}]``."""
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
     @field_validator("set")
     @classmethod
     def _set_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -464,15 +472,9 @@ class FlowTest(BaseModel):
                 raise ValueError(f"set: {key!r}: expected NODE.KEY, e.g. rides.min_distance")
         return value
 
-    def expectations(self) -> list[tuple[str, int | None, Expectation]]:
-        """``(key, index in its list or None, expectation)`` in file order."""
-        out: list[tuple[str, int | None, Expectation]] = []
-        for key, value in self.expect.items():
-            if isinstance(value, list):
-                out.extend((key, i, e) for i, e in enumerate(value))
-            else:
-                out.append((key, None, value))
-        return out
+    def expectations(self) -> list[tuple[str, int, Expectation]]:
+        """``(key, index in its list, expectation)`` in file order."""
+        return [(key, i, e) for key, items in self.expect.items() for i, e in enumerate(items)]
 
 
 class TestFile(BaseModel):
@@ -498,6 +500,57 @@ class TestFile(BaseModel):
 
 
 def tests_schema() -> dict[str, Any]:
-    """The JSON Schema of test files (``les02-flow schema --tests``)."""
+    """The JSON Schema of test files (``les02-flow schema --tests``).
+
+    Generated from the models; the short forms their validators accept (``count: 3``, an
+    event type as a match, a candump string as a frame, one expectation instead of a list)
+    are added, so an editor accepts every file the runner accepts.
+    """
     schema = TestFile.model_json_schema(by_alias=True)
+    defs = schema["$defs"]
+    cond = {"$ref": "#/$defs/Condition"}
+    one = {"anyOf": [{"type": "string", "description": "an event type"}, cond]}
+    match = {"anyOf": [*one["anyOf"], {"type": "array", "items": one}]}
+    strings = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+    def put(model: str, key: str, new: dict[str, Any], nullable: bool = False) -> None:
+        props = defs[model]["properties"]
+        old = props[key]
+        if nullable:
+            new = {"anyOf": [*new.get("anyOf", [new]), {"type": "null"}]}
+        props[key] = {
+            **{k: v for k, v in old.items() if k in ("description", "default", "title")},
+            **new,
+        }
+
+    put("Expectation", "type", strings, nullable=True)
+    put("Expectation", "where", match)
+    put("Expectation", "every", match, nullable=True)
+    for key in ("contains", "ordered", "none_of"):
+        put("Expectation", key, {"type": "array", "items": match})
+    count = {"anyOf": [{"type": "integer", "minimum": 0}, {"$ref": "#/$defs/CountBound"}]}
+    put("Expectation", "count", count, nullable=True)
+    frame = {
+        "anyOf": [
+            {"type": "string", "description": "candump style"},
+            {"$ref": "#/$defs/InlineFrame"},
+        ]
+    }
+    put("TestInput", "frames", {"type": "array", "items": frame}, nullable=True)
+    can_id = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}
+    put("TestInput", "ids", {"type": "array", "items": can_id})
+    put("InlineFrame", "id", can_id)
+    for key in ("into", "types"):
+        put("TestInput", key, strings)
+    put("FlowTest", "keep", strings)
+    exp = {"$ref": "#/$defs/Expectation"}
+    put(
+        "FlowTest",
+        "expect",
+        {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"anyOf": [exp, {"type": "array", "items": exp}]},
+        },
+    )
     return schema

@@ -7,7 +7,6 @@ compiled test flow directly.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -15,7 +14,6 @@ import can
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from les02_flow.events import encode_event
 from les02_flow.node import Context, Kind, Node, NodeConfig
 
 __all__ = ["Capture", "CaptureConfig", "InputConfig", "TestInputNode", "input_class", "snapshot"]
@@ -104,15 +102,21 @@ def input_class(replaced: type[Node[NodeConfig]] | None, kind: Kind) -> type[Tes
     return type(f"TestInput_{name}", (TestInputNode,), attrs)
 
 
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    return value
+
+
 def snapshot(message: Any) -> Any:
     """A copy of a message as it was when captured (later nodes cannot change it)."""
     if isinstance(message, can.Message):
         return copy.deepcopy(message)
-    if isinstance(message, dict):
-        try:
-            return json.loads(encode_event(message))
-        except (TypeError, ValueError):
-            return copy.deepcopy(message)
+    if type(message) is dict:
+        return _copy(message)
     return copy.deepcopy(message)
 
 

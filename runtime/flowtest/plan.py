@@ -27,7 +27,7 @@ from les02_flow.node import DEFAULT_PORT, Kind, Node, NodeConfig
 from les02_flow.nodes.recording.formats import detect_format
 
 from .inputs import input_kind, input_path
-from .load import LoadedTestFile
+from .load import LoadedTestFile, yaml_path
 from .model import Expectation, FlowTest
 from .nodes import CaptureConfig, InputConfig, capture_class, input_class
 
@@ -80,9 +80,16 @@ class Plan:
     def location(self) -> Location:
         return self.file.where(("tests", self.index), key=False)
 
-    def expect_location(self, key: str, index: int | None) -> Location:
-        base: Path_ = ("tests", self.index, "expect", key)
-        return self.file.where(base if index is None else (*base, index))
+    def expect_location(
+        self, key: str, index: int, check: str | None = None, entry: int | None = None
+    ) -> Location:
+        """Where expectation ``index`` of ``key`` is (the mapping itself when it is alone),
+        or one of its checks (``count``, ``ordered`` entry 2, ...)."""
+        path: Path_ = ("expect", key, index)
+        if check is not None:
+            path = (*path, check) if entry is None else (*path, check, entry)
+        base: Path_ = ("tests", self.index)
+        return self.file.where(yaml_path(self.file.doc, base, path))
 
 
 class _Errors:
@@ -93,9 +100,9 @@ class _Errors:
         self.items: list[FlowError] = []
 
     def add(self, path: Path_, message: str, key: bool = False) -> None:
-        self.items.append(
-            FlowError(self.file.where((*self.base, *path), key=key), self.prefix + message)
-        )
+        found = yaml_path(self.file.doc, self.base, path)
+        where = self.file.where(found, key=key and found == (*self.base, *path))
+        self.items.append(FlowError(where, self.prefix + message))
 
 
 def _apply_set(
@@ -242,18 +249,25 @@ def _split_key(key: str, flow: CompiledFlow) -> tuple[str, str | None]:
 
 def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowError]]:
     """Build the flow of test ``index`` of ``file``; every error found, at once."""
-    assert file.model is not None and file.flow_path is not None
-    test = file.model.tests[index]
+    assert file.flow_path is not None
+    test = file.tests[index]
     errs = _Errors(file, index, test.name)
     base: Path_ = ("tests", index)
 
     doc = load_flow(file.flow_path)
     if doc.data is not None:
         _apply_set(doc, file, base, test.set, errs)
+    flow_errors: list[FlowError] = []
     try:
         original = compile_document(doc)
     except FlowErrors as exc:
-        return None, [*errs.items, *exc.errors]
+        flow_errors = list(exc.errors)
+        if not test.set:
+            return None, [*errs.items, *flow_errors]
+        try:  # an override is wrong: check the rest of the test against the flow as it is
+            original = compile_document(load_flow(file.flow_path))
+        except FlowErrors:
+            return None, [*errs.items, *flow_errors]
 
     spec = test.input
     kind = input_kind(spec)
@@ -277,21 +291,17 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
     feeders = {nid for nid, n in enabled.items() if n.cls.is_source() and not n.cls.output_ports}
     alive = set(enabled) - feeders
 
-    def known(nid: str, path: Path_, what: str) -> bool:
+    def known(nid: str, path: Path_, what: str, key: bool = False) -> bool:
         if nid in alive:
             return True
         if nid in feeders:
-            errs.add(
-                path,
-                f"{what}: node '{nid}' ({enabled[nid].type_name}) only feeds a bus; "
-                "it does not run in tests",
-            )
+            kind = enabled[nid].type_name
+            why = f"node '{nid}' ({kind}) only feeds a bus; it does not run in tests"
         elif nid in original.nodes:
-            errs.add(path, f"{what}: node '{nid}' is disabled in the flow")
+            why = f"node '{nid}' is disabled in the flow"
         else:
-            errs.add(
-                path, f"{what}: no node '{nid}' in the flow (nodes: {', '.join(original.nodes)})"
-            )
+            why = f"no node '{nid}' in the flow (nodes: {', '.join(original.nodes)})"
+        errs.add(path, f"{what}: {why}", key=key)
         return False
 
     target = test.target
@@ -366,7 +376,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
     for key in test.expect:
         epath: Path_ = ("expect", key)
         node_id, port = _split_key(key, original)
-        if not known(node_id, epath, f"expect '{key}'"):
+        if not known(node_id, epath, f"expect '{key}'", key=True):
             continue
         node = enabled[node_id]
         if node_id not in chosen:
@@ -404,12 +414,8 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             cap = f"<expect {node_id}.{port}>"
         probe = Probe(key, node_id, port, carried, cap, node)
         probes[key] = probe
-        value = test.expect[key]
-        items = value if isinstance(value, list) else [value]
-        for i, exp in enumerate(items):
-            _check_expectation(
-                exp, probe, (*epath, i) if isinstance(value, list) else epath, errs, file.base_dir
-            )
+        for i, exp in enumerate(test.expect[key]):
+            _check_expectation(exp, probe, (*epath, i), errs, file.base_dir)
 
     for i, nid in enumerate(test.keep):
         if known(nid, ("keep", i), "keep"):
@@ -422,8 +428,8 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             elif nid not in chosen:
                 errs.add(("keep", i), f"keep: '{nid}' is not part of the target")
 
-    if errs.items:
-        return None, errs.items
+    if errs.items or flow_errors:
+        return None, [*errs.items, *flow_errors]
 
     # -- build the test flow --------------------------------------------------------------------
     nodes: dict[str, CompiledNode] = {}

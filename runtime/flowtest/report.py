@@ -48,7 +48,10 @@ def format_failure(result: TestResult, verbose: bool = False) -> list[str]:
     if errors and not result.passed:
         counted = ", ".join(f"'{nid}' {n}" for nid, n in errors.items())
         lines.append(f"  node errors counted during the run: {counted}")
-    if result.logs and (verbose or not result.passed):
+    if result.logs and not verbose and not result.passed:
+        n = len(result.logs)
+        lines.append(f"  {n} warning/error line(s) were logged during the run (-v shows them)")
+    if result.logs and verbose:
         shown = result.logs[:LOG_LINES]
         lines.append(f"  log of the run ({len(result.logs)} warning/error line(s)):")
         lines.extend(f"      {line}" for line in shown)

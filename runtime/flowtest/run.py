@@ -10,6 +10,7 @@ however loaded the machine is. Nodes then stop as usual (kept sinks flush).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -154,7 +155,7 @@ def run_plan(plan: Plan, *, update: bool = False) -> TestResult:
                 exp,
                 probe,
                 result.captured[key],
-                plan.expect_location(key, index),
+                functools.partial(plan.expect_location, key, index),
                 base,
                 update=update,
             )
