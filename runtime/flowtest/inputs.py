@@ -16,7 +16,7 @@ import can
 from les02_flow.events import PROTO_VERSION
 from les02_flow.node import Kind
 from les02_flow.nodes.recording.formats import Problem, RecordingReader, detect_format
-from les02_flow.nodes.recording.replay import FrameFilter, Window, item_timestamp
+from les02_flow.nodes.recording.replay import FrameFilter, Timeline, Window, item_timestamp
 
 from .model import InlineFrame, TestInput
 
@@ -80,13 +80,12 @@ def iter_input(spec: TestInput, base_dir: Path, problems: list[Problem]) -> Iter
     events = reader.fmt.events
     frame_filter = FrameFilter(spec.ids)
     types = frozenset(spec.types)
-    first: float | None = None
+    # the window is measured like replay_source measures it: on a monotonic timeline (a
+    # timestamp stepping back counts as no time), so no item is skipped for its timestamp
+    clock = Timeline()
     try:
         for item in reader:
-            ts = item_timestamp(item)
-            if first is None:
-                first = ts
-            verdict = window.classify(ts, first)
+            verdict = window.classify(clock.offset(item_timestamp(item)), 0.0)
             if verdict == "end":
                 break
             if verdict == "skip":
