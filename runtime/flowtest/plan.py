@@ -23,7 +23,7 @@ from typing import Any
 from les02_flow.compiler import CompiledFlow, CompiledNode, compile_document
 from les02_flow.conditions import Condition, conditions_kind
 from les02_flow.flowfile import FlowError, FlowErrors, Location, load_flow
-from les02_flow.node import DEFAULT_PORT, Kind, Node, NodeConfig
+from les02_flow.node import DEFAULT_PORT, Kind
 from les02_flow.nodes.recording.formats import detect_format
 
 from .inputs import input_kind, input_path
@@ -169,8 +169,8 @@ def _ancestors(flow: CompiledFlow, end: str, alive: set[str]) -> set[str]:
     return seen
 
 
-def _port_for(cls: type[Node[NodeConfig]], kind: Kind) -> str | None:
-    ports = cls.output_ports
+def _port_for(node: CompiledNode, kind: Kind) -> str | None:
+    ports = node.kinds
     if DEFAULT_PORT in ports and ports[DEFAULT_PORT].accepts(kind):
         return DEFAULT_PORT
     return next((p for p, k in ports.items() if k.accepts(kind)), None)
@@ -288,7 +288,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
 
     enabled = {n.id: n for n in original.enabled()}
     # sources that only feed a bus (les02_sim, uds_sim) have nothing to give a test
-    feeders = {nid for nid, n in enabled.items() if n.cls.is_source() and not n.cls.output_ports}
+    feeders = {nid for nid, n in enabled.items() if n.cls.is_source() and not n.ports}
     alive = set(enabled) - feeders
 
     def known(nid: str, path: Path_, what: str, key: bool = False) -> bool:
@@ -347,7 +347,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
                 )
     if entry_first:
         assert first is not None
-        taker = enabled[first].cls.input_kind
+        taker = enabled[first].cls.input_kind_for(enabled[first].config)
         if taker is not None and not taker.accepts(kind):
             errs.add(
                 ("input",),
@@ -356,7 +356,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             )
     else:
         wanted = [s for s in sources if not spec.into or s in spec.into]
-        able = [s for s in wanted if _port_for(enabled[s].cls, kind) is not None]
+        able = [s for s in wanted if _port_for(enabled[s], kind) is not None]
         if not sources:
             errs.add(
                 tpath if target else ("input",), "the target has no source for the input to replace"
@@ -384,9 +384,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             continue
         cls = node.cls
         if port is None and not cls.is_sink():
-            port = (
-                _port_for(cls, Kind.ANY) if DEFAULT_PORT not in cls.output_ports else DEFAULT_PORT
-            )
+            port = _port_for(node, Kind.ANY) if DEFAULT_PORT not in node.ports else DEFAULT_PORT
         if cls.is_sink():
             if port is not None:
                 errs.add(
@@ -397,20 +395,20 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
                 )
                 continue
             upstream = [(u, p) for u, p in original.upstream(node_id) if u in chosen]
-            kinds = {enabled[u].cls.output_ports[p] for u, p in upstream}
+            kinds = {enabled[u].kinds[p] for u, p in upstream}
             carried = kinds.pop() if len(kinds) == 1 else Kind.ANY
             cap = node_id if node_id not in test.keep else f"<expect {node_id}>"
         else:
             assert port is not None
-            if port not in cls.output_ports:
+            if port not in node.ports:
                 errs.add(
                     epath,
                     f"expect '{key}': {cls.type_name} '{node_id}' has no port '{port}' "
-                    f"(ports: {', '.join(cls.output_ports)})",
+                    f"(ports: {', '.join(node.ports)})",
                     key=True,
                 )
                 continue
-            carried = cls.output_ports[port]
+            carried = node.kinds[port]
             cap = f"<expect {node_id}.{port}>"
         probe = Probe(key, node_id, port, carried, cap, node)
         probes[key] = probe
@@ -444,7 +442,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             cls = input_class(node.cls, kind)
             nodes[nid] = dataclasses.replace(node, cls=cls, config=InputConfig(), wires=wires)
             inputs.append(nid)
-            port = _port_for(node.cls, kind)
+            port = _port_for(node, kind)
             if port is not None and (not spec.into or nid in spec.into):
                 feeds.append((nid, port))
                 plan_changes.append(f"source '{nid}' ({node.type_name}) replaced by the test input")
