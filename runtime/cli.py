@@ -28,6 +28,7 @@ from .cliutil import (
     setup_logging,
 )
 from .describe import flow_schema, node_markdown, nodes_markdown, render_graph
+from .flowtest.load import is_test_file
 from .node import config_ports
 from .registry import RegistryError, default_registry
 
@@ -71,6 +72,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.flows:
+        if is_test_file(path):  # a flow test file (les02-flow test): checked, not run
+            from .commands.test import validate_test_file
+
+            status |= 0 if validate_test_file(path) else 1
+            continue
         flow = compile_path(path, args.set)
         if flow is None:
             status = 1

@@ -19,7 +19,7 @@ from les02_flow.flowtest.plan import Plan, plan_test
 from les02_flow.flowtest.report import format_failure, format_summary, status_line, write_junit
 from les02_flow.flowtest.run import TestResult, run_plan
 
-__all__ = ["ORDER", "register"]
+__all__ = ["ORDER", "register", "validate_test_file"]
 
 ORDER = 15
 
@@ -89,6 +89,20 @@ def cmd_test(args: argparse.Namespace) -> int:
         write_junit(args.junit, results)
     flush_logs()
     return 0 if all(r.passed for r in results) else 1
+
+
+def validate_test_file(path: str) -> bool:
+    """``les02-flow validate`` on a test file: check it (and its flow) without running."""
+    loaded = load_test_file(path)
+    errors = list(loaded.errors)
+    if loaded.flow_path is not None:
+        for i in loaded.tests:
+            errors.extend(plan_test(loaded, i)[1])
+    if errors:
+        print_errors(FlowErrors(_unique(errors)))
+        return False
+    print(f"{path}: ok ({len(loaded.tests)} tests of {loaded.flow_path})")
+    return True
 
 
 def _unique(errors: list[FlowError]) -> list[FlowError]:

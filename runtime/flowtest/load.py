@@ -26,7 +26,14 @@ from .model import (
     TestInput,
 )
 
-__all__ = ["LoadedTestFile", "find_test_files", "is_test_file_name", "load_test_file", "locate"]
+__all__ = [
+    "LoadedTestFile",
+    "find_test_files",
+    "is_test_file",
+    "is_test_file_name",
+    "load_test_file",
+    "locate",
+]
 
 Path_ = tuple[str | int, ...]
 
@@ -117,7 +124,13 @@ def find_test_files(paths: Sequence[str]) -> tuple[list[str], list[FlowError]]:
 
 def _has_tests_key(path: Path) -> bool:
     doc = load_flow(path, env={})
-    return isinstance(doc.data, dict) and "tests" in doc.data
+    return isinstance(doc.data, dict) and "tests" in doc.data and "nodes" not in doc.data
+
+
+def is_test_file(path: str) -> bool:
+    """A flow test file: named ``*_test.yaml`` or a mapping with ``tests`` and no ``nodes``."""
+    p = Path(path)
+    return p.is_file() and (is_test_file_name(p) or _has_tests_key(p))
 
 
 def yaml_path(doc: FlowDocument, base: Path_, loc: Sequence[Any]) -> Path_:
