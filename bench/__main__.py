@@ -4,7 +4,7 @@
     python -m bench micro live      # some of them
     make bench ARGS="live"
 
-Names: micro, rides, ecuconnect, recording, live, floor (each also runs alone as
+Names: micro, rides, ecuconnect, recording, live, floor, fleet (each also runs alone as
 ``python -m bench.<name>``). ``live`` runs the live pipeline against the seed design
 (bench/live.py; ``python -m bench.live --quick`` or ``--profile DIR`` for variants);
 ``floor`` measures the least CPU any Python server pays at 500 frames/s for 12 clients.
@@ -85,6 +85,12 @@ def _floor(command: str) -> Rows:
     return rows
 
 
+def _fleet(command: str) -> Rows:
+    from bench import fleet
+
+    return fleet.main([])
+
+
 BENCHMARKS: dict[str, Callable[[str], Rows]] = {
     "micro": _micro,
     "rides": _rides,
@@ -92,6 +98,7 @@ BENCHMARKS: dict[str, Callable[[str], Rows]] = {
     "recording": _recording,
     "live": _live,
     "floor": _floor,
+    "fleet": _fleet,
 }
 
 

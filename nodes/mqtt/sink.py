@@ -472,6 +472,7 @@ class MqttSink(Node[MqttSinkConfig]):
                         "5" if self._v5 else "3.1.1",
                     )
                     backoff.reset()
+                    self.ctx.set_status("ok", f"connected to {cfg.broker()}")
                     await client.publish(self._status_topic, b"online", qos=1, retain=True)
                     await self._pump(client)
                     # stopping: say offline ourselves (a clean disconnect sends no will)
@@ -493,6 +494,11 @@ class MqttSink(Node[MqttSinkConfig]):
                     self._v5 = False
                     continue
                 self.counters.bump("connect_failures")
+                pending = self._spool.pending if self._spool else 0
+                self.ctx.set_status(
+                    "error" if is_refused(exc) == "auth" else "warning",
+                    f"{describe_error(exc, cfg)}; {pending} QoS 1 message(s) in the spool",
+                )
                 if self._connected:
                     self.log.warning(
                         "mqtt_sink '%s': lost the connection: %s; reconnecting (%d QoS 1 "

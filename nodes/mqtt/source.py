@@ -282,6 +282,7 @@ class MqttSource(Node[MqttSourceConfig]):
                         subs: list[tuple[str, int]] = [(t, cfg.qos) for t in cfg.topics]
                         await client.subscribe(subs)
                     self.subscribed = True
+                    self.ctx.set_status("ok", f"subscribed at {cfg.broker()}")
                     self.log.info(
                         "mqtt_source '%s': connected to %s as %s (MQTT %s), subscribed to %s",
                         self.node_id,
@@ -302,6 +303,9 @@ class MqttSource(Node[MqttSourceConfig]):
                     self._v5 = False
                     continue
                 self.counters.bump("connect_failures")
+                self.ctx.set_status(
+                    "error" if is_refused(exc) == "auth" else "warning", describe_error(exc, cfg)
+                )
                 if self.subscribed:
                     self.log.warning(
                         "mqtt_source '%s': lost the connection: %s; reconnecting",

@@ -128,3 +128,43 @@ def test_round_trip_event_for_event_and_documented_layout(broker: Mosquitto) -> 
     assert blob[:3] == b"LF\x01" and len(decode_frames(blob)) >= 1
     pos = json.loads(raw["les02/hq/lift-1/position"][-1])
     assert pos["type"] == "position_sample" and pos["payload"]["channel"] == "master"
+
+
+def test_mqtt_3_1_1_round_trip_and_status(broker: Mosquitto) -> None:
+    """protocol '3.1.1' on both sides (what 'auto' falls back to), persistent v3 session."""
+
+    async def main() -> tuple[list[Any], str, str]:
+        src, events, _ = source(url=broker.url, protocol="3.1.1")
+        await src.start()
+        await until(lambda: src.subscribed, "subscribed")
+        sk = sink(url=broker.url, protocol="3.1.1", source="edge-3")
+        await sk.start()
+        for i in range(5):
+            sk.consume(ride_end(i))
+        await until(lambda: len([e for e in events if e["type"] == "ride_end"]) == 5, "rides")
+        status = sk.ctx.status.text
+        await stop_all(sk, src)
+        return events, status, src.ctx.status.text
+
+    events, sink_status, src_status = asyncio.run(main())
+    assert [e["payload"]["ride_id"] for e in events if e["type"] == "ride_end"] == [
+        f"r{i:05d}" for i in range(5)
+    ]
+    assert sink_status.startswith("connected to mqtt://127.0.0.1:")
+    assert src_status.startswith("subscribed at")
+
+
+def test_refusals_are_classified() -> None:
+    from aiomqtt.exceptions import MqttConnectError
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from les02_flow.nodes.mqtt.connection import is_refused
+
+    assert is_refused(MqttConnectError(1)) == "protocol"  # 3.1.1 CONNACK: bad version
+    assert is_refused(MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=132))) == (
+        "protocol"
+    )
+    assert is_refused(MqttConnectError(4)) == "auth"
+    assert is_refused(MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=135))) == "auth"
+    assert is_refused(aiomqtt.MqttCodeError(4, "The client is not currently connected.")) is None
