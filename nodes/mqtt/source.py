@@ -21,10 +21,10 @@ import can
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, field_validator, model_validator
 from reactivex import Observable
-from reactivex.subject import Subject
 
 from les02_flow.events import PROTO_VERSION, Event
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
+from les02_flow.streams import HotPort
 
 from .codec import FRAMES_TYPE, CodecError, TopicTemplate, decode_event_payload, decode_frames
 from .connection import (
@@ -150,8 +150,8 @@ class MqttSource(Node[MqttSourceConfig]):
 
     def __init__(self, node_id: str, config: MqttSourceConfig, ctx: Context) -> None:
         super().__init__(node_id, config, ctx)
-        self._events: Subject[Event] = Subject()
-        self._frames: Subject[can.Message] = Subject()
+        self._events: HotPort[Event] = HotPort()
+        self._frames: HotPort[can.Message] = HotPort()
         self._topics = TopicTemplate(config.topic)
         self._status = TopicTemplate(config.status_topic, ("site", "source"))
         self._state = (
@@ -168,7 +168,7 @@ class MqttSource(Node[MqttSourceConfig]):
         self.subscribed = False
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
-        return {"event": self._events, "frame": self._frames}
+        return {"event": self._events.observable, "frame": self._frames.observable}
 
     async def start(self) -> None:
         """Check the settings and start connecting in the background."""

@@ -183,7 +183,7 @@ def _stalled_subscriber(port: int) -> socket.socket:
 
 def test_slow_subscriber_never_stalls_the_edge(broker: Mosquitto) -> None:
     stalled = _stalled_subscriber(broker.port)
-    n = 5000
+    n = 3000
     try:
 
         async def main() -> tuple[list[Any], float, float]:
@@ -197,7 +197,7 @@ def test_slow_subscriber_never_stalls_the_edge(broker: Mosquitto) -> None:
             t_all = time.perf_counter()
             for i in range(n):
                 e = ride_end(i)
-                e["payload"]["pad"] = "x" * 200  # ~1 MB in all: far beyond the stalled socket
+                e["payload"]["pad"] = "x" * 300  # ~1 MB in all: far beyond the stalled socket
                 t = time.perf_counter()
                 sk.consume(e)
                 worst = max(worst, time.perf_counter() - t)
