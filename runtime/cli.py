@@ -57,6 +57,7 @@ examples:
   les02-flow run flows/default.yaml --watch              re-deploy live when the file changes
   les02-flow record s.log -i socketcan -c can0           record a bus (candump -L format)
   les02-flow replay s.log --flow flows/default.yaml      run a recording through a flow
+  les02-flow test flows/                                 run the flow tests (*_test.yaml)
   les02-flow canlogger -i socketcan -c can0              serve a bus to CANcorder (ECUconnect)
   les02-flow rides data/rides.sqlite --since 2h          list detected rides
 """

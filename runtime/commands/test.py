@@ -17,7 +17,7 @@ from les02_flow.flowfile import FlowError, FlowErrors
 from les02_flow.flowtest.load import find_test_files, load_test_file
 from les02_flow.flowtest.plan import Plan, plan_test
 from les02_flow.flowtest.report import format_failure, format_summary, status_line, write_junit
-from les02_flow.flowtest.run import TestResult, run_plan
+from les02_flow.flowtest.run import TestResult, run_plans
 
 __all__ = ["ORDER", "register", "validate_test_file"]
 
@@ -70,11 +70,11 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 0
     results: list[TestResult] = []
     current = None
-    for plan in plans:
+    for result in run_plans(plans, update=args.update):
+        plan = result.plan
         if plan.file.path != current:
             current = plan.file.path
             print(f"{current}  (flow {plan.original.path})")
-        result = run_plan(plan, update=args.update)
         results.append(result)
         print(status_line(result), flush=True)
         for path, n in result.updated:

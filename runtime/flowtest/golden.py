@@ -60,12 +60,26 @@ def frame_key(msg: can.Message) -> tuple[Any, ...]:
     )
 
 
+def _canonical(value: Any) -> Any:
+    """JSON values as compared: numbers as floats (``1 == 1.0``), lists and mappings inside."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return repr(value)
+
+
 def message_key(message: Any) -> Any:
-    """What equality of two messages means (hashable)."""
+    """What equality of two messages means (hashable): frames by :func:`frame_key`, events as
+    JSON values (key order and ``1`` vs ``1.0`` do not matter)."""
     if isinstance(message, can.Message):
         return frame_key(message)
     try:
-        return encode_event(message)
+        return json.dumps(_canonical(message), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return repr(message)
 

@@ -15,7 +15,7 @@ Everything the test file says about the flow is checked here and reported at the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class Probe:
 
     def where(self) -> str:
         what = "sink" if self.port is None else "node"
-        return f"{self.node.type_name} {what} '{self.node_id}' at {self.node.location}"
+        return f"{what} '{self.node_id}' ({self.node.type_name}) at {self.node.location}"
 
 
 @dataclass
@@ -247,8 +247,12 @@ def _split_key(key: str, flow: CompiledFlow) -> tuple[str, str | None]:
     return node_id, port
 
 
-def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowError]]:
-    """Build the flow of test ``index`` of ``file``; every error found, at once."""
+def plan_test(
+    file: LoadedTestFile, index: int, also: Sequence[str] = ()
+) -> tuple[Plan | None, list[FlowError]]:
+    """Build the flow of test ``index`` of ``file``; every error found, at once.
+
+    ``also``: more ``expect`` keys to capture (those of tests that share this run)."""
     assert file.flow_path is not None
     test = file.tests[index]
     errs = _Errors(file, index, test.name)
@@ -373,7 +377,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
 
     # -- probes ------------------------------------------------------------------------------------
     probes: dict[str, Probe] = {}
-    for key in test.expect:
+    for key in [*test.expect, *(k for k in also if k not in test.expect)]:
         epath: Path_ = ("expect", key)
         node_id, port = _split_key(key, original)
         if not known(node_id, epath, f"expect '{key}'", key=True):
@@ -412,7 +416,7 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             cap = f"<expect {node_id}.{port}>"
         probe = Probe(key, node_id, port, carried, cap, node)
         probes[key] = probe
-        for i, exp in enumerate(test.expect[key]):
+        for i, exp in enumerate(test.expect.get(key, [])):
             _check_expectation(exp, probe, (*epath, i), errs, file.base_dir)
 
     for i, nid in enumerate(test.keep):
@@ -454,6 +458,11 @@ def plan_test(file: LoadedTestFile, index: int) -> tuple[Plan | None, list[FlowE
             plan_changes.append(f"sink '{nid}' ({node.type_name}) replaced by a capture")
         else:
             nodes[nid] = dataclasses.replace(node, wires=wires)
+    for nid in sorted(feeders):
+        if target is None:
+            plan_changes.append(
+                f"source '{nid}' ({enabled[nid].type_name}) does not run: it only feeds a bus"
+            )
     if entry_first:
         assert first is not None
         cls = input_class(None, kind)

@@ -19,7 +19,11 @@ LOG_LINES = 8
 
 def status_line(result: TestResult) -> str:
     word = "PASS" if result.passed else ("ERROR" if result.error else "FAIL")
-    return f"  {word:<5} {result.name}  ({result.seconds:.2f} s, {result.items:,} input items)"
+    if result.shared is not None:
+        how = f"same run as '{result.shared}'"
+    else:
+        how = f"{result.seconds:.2f} s, {result.items:,} input items"
+    return f"  {word:<5} {result.name}  ({how})"
 
 
 def rerun_command(result: TestResult) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +26,9 @@ from les02_flow.nodes.recording.formats import Problem
 from .check import Failure, check_expectation
 from .inputs import iter_input
 from .nodes import Capture, TestInputNode
-from .plan import Plan
+from .plan import Plan, plan_test
 
-__all__ = ["TestResult", "run_plan"]
+__all__ = ["TestResult", "run_plan", "run_plans", "share_key"]
 
 
 @dataclass
@@ -49,6 +50,8 @@ class TestResult:
     captured: dict[str, list[Any]] = field(default_factory=dict)
     #: per node: counters of the run (in, out, errors, ...)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the name of the test whose run this one shares (same input, target, overrides)
+    shared: str | None = None
 
     @property
     def name(self) -> str:
@@ -137,8 +140,24 @@ async def _run(plan: Plan, result: TestResult) -> None:
     }
 
 
-def run_plan(plan: Plan, *, update: bool = False) -> TestResult:
-    """Run one test to its end and check its expectations."""
+def _check(plan: Plan, result: TestResult, update: bool) -> None:
+    if result.error is not None:
+        return
+    base = plan.file.base_dir
+    for key, index, exp in plan.test.expectations():
+        outcome = check_expectation(
+            exp,
+            plan.probes[key],
+            result.captured[key],
+            functools.partial(plan.expect_location, key, index),
+            base,
+            update=update,
+        )
+        result.failures.extend(outcome.failures)
+        result.updated.extend((str(p), n) for p, n in outcome.updated)
+
+
+def _execute(plan: Plan) -> TestResult:
     result = TestResult(plan=plan)
     t0 = time.perf_counter()
     with _captured_logs() as logs:
@@ -147,19 +166,70 @@ def run_plan(plan: Plan, *, update: bool = False) -> TestResult:
         except Exception as exc:  # a node raising while being built, or a bug: report it
             result.error = f"{type(exc).__name__}: {exc}"
         result.logs = logs.lines
-    if result.error is None:
-        base = plan.file.base_dir
-        for key, index, exp in plan.test.expectations():
-            probe = plan.probes[key]
-            outcome = check_expectation(
-                exp,
-                probe,
-                result.captured[key],
-                functools.partial(plan.expect_location, key, index),
-                base,
-                update=update,
-            )
-            result.failures.extend(outcome.failures)
-            result.updated.extend((str(p), n) for p, n in outcome.updated)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def run_plan(plan: Plan, *, update: bool = False) -> TestResult:
+    """Run one test to its end and check its expectations."""
+    result = _execute(plan)
+    t0 = time.perf_counter()
+    _check(plan, result, update)
+    result.seconds += time.perf_counter() - t0
+    return result
+
+
+def share_key(plan: Plan) -> str:
+    """Tests with the same key get the same output: same file, flow, input, target,
+    overrides and kept sinks (a run is deterministic), so one run serves them all."""
+    t = plan.test
+    return json.dumps(
+        [
+            plan.file.path,
+            t.input.model_dump(mode="json"),
+            t.target.model_dump(mode="json") if t.target is not None else None,
+            sorted((k, repr(v)) for k, v in t.set.items()),
+            sorted(t.keep),
+        ],
+        default=repr,
+    )
+
+
+def run_plans(plans: Sequence[Plan], *, update: bool = False) -> Iterator[TestResult]:
+    """Run tests in order; tests that would get the same output share one run (see
+    :func:`share_key`): the flow runs once with every port they look at captured."""
+    groups: dict[str, list[Plan]] = {}
+    for plan in plans:
+        groups.setdefault(share_key(plan), []).append(plan)
+    done: dict[str, TestResult] = {}
+    for plan in plans:
+        key = share_key(plan)
+        group = groups[key]
+        if len(group) == 1:
+            yield run_plan(plan, update=update)
+            continue
+        if key not in done:
+            keys = [k for p in group for k in p.test.expect]
+            merged, errors = plan_test(plan.file, plan.index, also=keys)
+            if merged is None:  # cannot happen: each plan of the group was valid
+                raise RuntimeError("; ".join(map(str, errors)))
+            done[key] = _execute(merged)
+            first = True
+        else:
+            first = False
+        run = done[key]
+        result = TestResult(
+            plan=plan,
+            error=run.error,
+            seconds=run.seconds if first else 0.0,
+            items=run.items,
+            problems=run.problems,
+            logs=run.logs,
+            captured={k: run.captured[k] for k in plan.test.expect if k in run.captured},
+            counters=run.counters,
+            shared=None if first else group[0].test.name,
+        )
+        t0 = time.perf_counter()
+        _check(plan, result, update)
+        result.seconds += time.perf_counter() - t0
+        yield result

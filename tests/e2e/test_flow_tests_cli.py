@@ -71,7 +71,7 @@ def test_a_regression_fails_with_a_readable_report(cli: Cli, tmp_path: Path) -> 
     # where: the expectation in the test file and the node in the flow
     every_line = _line_of(tests, "        - type: ride_end") + 3  # the list under every:
     assert f"{tests}:{every_line}:13: expect 'rides': every 'ride_end' message must match" in out
-    assert f"ride_detect node 'rides' at {flow}:{rides_line}:3" in out
+    assert f"node 'rides' (ride_detect) at {flow}:{rides_line}:3" in out
     # what: the value, what was wanted, and the message
     assert "payload.distance_mm is 750.0, wanted range [1490, 1520]" in out
     assert "2 of 2 selected message(s) fail; the first:" in out

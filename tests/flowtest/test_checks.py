@@ -319,3 +319,84 @@ def test_same_result_ten_times(run_tests: Any) -> None:
         outputs.append(json.dumps(result.captured["rides"]))
     assert len(outputs[0]) > 100_000
     assert len(set(outputs)) == 1
+
+
+def test_tests_with_the_same_input_share_one_run(run_tests: Any, tmp_path: Path) -> None:
+    """Same input, target, overrides: one run serves them, with the same result as separate
+    runs; a test with other overrides runs on its own."""
+    from les02_flow.flowtest.load import load_test_file
+    from les02_flow.flowtest.plan import plan_test
+    from les02_flow.flowtest.run import run_plan, run_plans
+
+    recording = Path(__file__).resolve().parents[2] / "examples" / "les02-rides.log"
+    tests = f"""\
+    tests:
+      - name: a
+        input: {{file: "{recording}", end: 9}}
+        expect: {{out: {{type: ride_end, count: 1}}}}
+      - name: b
+        input: {{file: "{recording}", end: 9}}
+        expect: {{junk: {{count: 2}}, parse: {{type: status, count: {{ge: 10}}}}}}
+      - name: c
+        input: {{file: "{recording}", end: 9}}
+        set: {{rides.min_distance: 5000}}
+        expect: {{out: {{type: ride_end, count: 0}}}}
+    """
+    run_tests(tests)  # writes the files
+    loaded = load_test_file(str(tmp_path / "small_test.yaml"))
+    plans = [plan_test(loaded, i)[0] for i in range(3)]
+    assert all(p is not None for p in plans)
+    shared = list(run_plans([p for p in plans if p is not None]))
+    assert [r.shared for r in shared] == [None, "a", None]
+    assert all(r.passed for r in shared), [f.message for r in shared for f in r.failures]
+    for r in shared:
+        alone = run_plan(r.plan)
+        assert alone.passed
+        assert json.dumps(alone.captured, default=str) == json.dumps(r.captured, default=str)
+
+
+def test_keep_runs_a_real_sink_and_jsonl_input(run_tests: Any, tmp_path: Path) -> None:
+    """keep: the real file_recorder writes its file (and is still observed); a .jsonl
+    recording is an event input; into: names the source that gets it."""
+    flow = """\
+    version: 1
+    nodes:
+      bus: {type: can_source, interface: virtual, channel: flowtest, wires: [parse, rec]}
+      parse: {type: les02_parse, log_invalid: false, wires: {out: [rides], invalid: [junk]}}
+      rides: {type: ride_detect, wires: [out]}
+      rec: {type: file_recorder, path: unused.log}
+      out: {type: debug}
+      junk: {type: debug}
+    """
+    recording = Path(__file__).resolve().parents[2] / "examples" / "les02-rides.log"
+    written = tmp_path / "kept.log"
+    tests = f"""\
+    tests:
+      - name: kept
+        input: {{file: "{recording}", end: 2}}
+        keep: [rec]
+        set: {{rec.path: "{written}"}}
+        expect:
+          rec: {{count: {{gt: 900}}, every: {{field: dlc, op: in, value: [4, 8]}}}}
+    """
+    run = run_tests(tests, flow=flow)
+    result = run.one()
+    assert result.passed, run.report()
+    lines = written.read_text().splitlines()
+    assert len(lines) == len(result.captured["rec"]) > 900
+    assert "sink 'rec' (file_recorder) replaced by a capture" not in result.plan.changes
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"proto": 1, "type": "status", "ts": 1.0, "source": "a", "payload": {}}\n'
+        '{"proto": 1, "type": "error", "ts": 2.0, "source": "a", "payload": {"code": 1}}\n'
+    )
+    tests = f"""\
+    tests:
+      - name: events from a jsonl recording
+        input: {{file: "{events}", types: [error]}}
+        target: {{node: rides}}
+        expect:
+          rides: {{count: 1, every: [error, {{field: payload.code, value: 1}}]}}
+    """
+    assert run_tests(tests).one().passed
