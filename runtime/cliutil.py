@@ -17,6 +17,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -229,21 +230,62 @@ async def _watch(reload: Reload, trigger: asyncio.Event) -> None:
         trigger.set()
 
 
-async def _redeploy(engine: Engine, reload: Reload) -> None:
-    doc = load_flow(reload.path)
-    if doc.data is not None:
-        apply_sets(doc, reload.sets)
+def _load_and_compile(reload: Reload) -> CompiledFlow | FlowErrors:
+    """Read and validate the edited flow file (plain blocking code, for a worker thread)."""
     try:
-        new = compile_document(doc)
+        doc = load_flow(reload.path)
+        if doc.data is not None:
+            apply_sets(doc, reload.sets)
+        return compile_document(doc)
     except FlowErrors as errors:
+        return errors
+
+
+async def compile_off_loop(reload: Reload) -> CompiledFlow | FlowErrors:
+    """Run :func:`_load_and_compile` in its own daemon thread: a large or hostile edit (a
+    1 MiB file, an alias bomb up to the limits of docs/flows.md) never stalls the stream,
+    and a stop does not wait for it."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[CompiledFlow | FlowErrors] = loop.create_future()
+
+    def done(result: CompiledFlow | FlowErrors | None, failure: BaseException | None) -> None:
+        if fut.done():
+            return
+        if failure is not None:
+            fut.set_exception(failure)
+        else:
+            assert result is not None
+            fut.set_result(result)
+
+    def work() -> None:
+        try:
+            result, failure = _load_and_compile(reload), None
+        except BaseException as exc:  # reported on the loop, never lost in the thread
+            result, failure = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(done, result, failure)
+
+    threading.Thread(target=work, name="flow re-deploy compiler", daemon=True).start()
+    return await fut
+
+
+async def _redeploy(engine: Engine, reload: Reload) -> None:
+    t0 = time.monotonic()
+    new = await compile_off_loop(reload)
+    took = time.monotonic() - t0
+    if isinstance(new, FlowErrors):
+        errors = new
         log.error(
-            "flow edit rejected (%d error%s); the running flow is unchanged:",
+            "flow edit rejected (%d error%s, checked in %.2f s off the event loop); the "
+            "running flow is unchanged:",
             len(errors.errors),
             "s" if len(errors.errors) != 1 else "",
+            took,
         )
         for err in errors.errors:
             log.error("  %s", err)
         return
+    log.info("flow edit read and checked in %.2f s (off the event loop); applying", took)
     try:
         result = await engine.apply(new)
     except NodeStartError as exc:
@@ -260,6 +302,81 @@ async def _reloader(engine: Engine, reload: Reload, trigger: asyncio.Event) -> N
             await _redeploy(engine, reload)
         except Exception as exc:  # never let a bad edit end the run
             log.exception("flow re-deploy failed: %s", exc)
+
+
+#: seconds a graceful stop (after the first SIGINT/SIGTERM) may take before the process
+#: exits anyway (exit code 1), even when the event loop is stuck
+STOP_DEADLINE = 30.0
+
+
+class _Stopper:
+    """SIGINT/SIGTERM handling that does not need the event loop.
+
+    The handlers are plain :func:`signal.signal` handlers: Python runs them in the main
+    thread between two bytecodes, even while the loop is busy for seconds in one callback (a
+    10,000-way fan-out) or blocked in a node. The first signal asks the engine to stop (via
+    ``call_soon_threadsafe``) and starts a watchdog thread: if the stop has not finished
+    after :data:`STOP_DEADLINE` seconds the process exits with code 1. A second SIGINT or
+    SIGTERM exits at once with code 130. Nothing in the handlers takes a lock the
+    interrupted code may hold (the message goes straight to fd 2).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_stop: Callable[[], None]):
+        self.loop = loop
+        self.request_stop = request_stop
+        self.count = 0
+        self._old: dict[int, Any] = {}
+        self._watchdog: threading.Timer | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for sig, old in self._old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            with contextlib.suppress(RuntimeError):  # loop closed: we are exiting anyway
+                self.loop.call_soon_threadsafe(self._first, name)
+            self._watchdog = threading.Timer(STOP_DEADLINE, self._overdue)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+            return
+        _emergency(f"{name} again: forcing exit (exit code 130)")
+        os._exit(130)
+
+    def _first(self, name: str) -> None:
+        log.info("%s: stopping gracefully (press Ctrl-C again to force)", name)
+        self.request_stop()
+
+    def _overdue(self) -> None:
+        _emergency(
+            f"the flow did not stop within {STOP_DEADLINE:g} s of the signal: forcing exit "
+            "(exit code 1)"
+        )
+        os._exit(1)
+
+
+def _emergency(message: str) -> None:
+    """Say ``message`` on stderr without locks (from a signal handler or a watchdog); let the
+    log writer finish what is queued if it can within half a second."""
+    writer = _writer
+    if writer is not None and writer.is_alive():
+        mutex = writer.records.mutex
+        if mutex.acquire(timeout=0.5):  # not held by the code the signal interrupted
+            mutex.release()
+            writer.flush(0.5)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with contextlib.suppress(OSError):
+        os.write(2, f"{stamp} WARNING les02_flow: {message}\n".encode())
 
 
 def settle_heap() -> None:
@@ -288,25 +405,11 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     engine = Engine(flow, stats_interval=stats_interval)
-    interrupts = 0
     trigger = asyncio.Event()
     helpers: list[asyncio.Task[None]] = []
-
-    def on_signal(signame: str) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            log.info("%s: stopping gracefully (press Ctrl-C again to force)", signame)
-            engine.request_stop()
-        elif signame == "SIGINT":
-            log.warning("second SIGINT: forcing exit")
-            flush_logs()
-            logging.shutdown()
-            os._exit(130)
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig.name)
+    stopper = _Stopper(loop, engine.request_stop)
+    stopper.install()
+    signals: list[signal.Signals] = []
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, trigger.set)
         signals.append(signal.SIGHUP)
@@ -317,6 +420,7 @@ async def serve(
         log.error("cannot start flow '%s': %s", flow.name, exc)
         for sig in signals:
             loop.remove_signal_handler(sig)
+        stopper.uninstall()
         return 1
     settle_heap()
     if reload is not None:
@@ -346,6 +450,7 @@ async def serve(
         log.info("stats %s", format_stats(engine.counters()))
         for sig in signals:
             loop.remove_signal_handler(sig)
+        stopper.uninstall()
     return 0
 
 
