@@ -7,9 +7,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
@@ -26,100 +26,27 @@ _COUNTED = {
 }
 
 
-class RideDetectConfig(NodeConfig):
-    """Configuration of ``ride_detect`` (units: mm, mm/s, s, counts)."""
+class RideDetectConfig(NodeConfig, DetectorParams):
+    """Configuration of ``ride_detect`` (units: mm, mm/s, s, counts, Hz).
 
-    channel: Literal["master", "slave"] = Field(
-        default="master", description="LES02 channel whose samples drive the detection."
-    )
-    resolution_mm: float = Field(
-        default=1.0, gt=0, description="Millimetres per position count (for the *_mm fields)."
-    )
-    window: float = Field(
-        default=0.2, gt=0, description="Seconds of samples in the least-squares speed window."
-    )
-    start_speed: float = Field(
-        default=15.0, gt=0, description="A motion starts above this speed (mm/s) ..."
-    )
-    start_time: float = Field(
-        default=0.05, ge=0, description="... held for at least this many seconds."
-    )
-    stop_speed: float = Field(
-        default=8.0, gt=0, description="A motion ends below this speed (mm/s) ..."
-    )
-    stop_time: float = Field(
-        default=2.0, ge=0, description="... held for at least this many seconds (seed rule)."
-    )
-    idle_timeout: float = Field(
-        default=1.0,
-        gt=0,
-        description="A motion also ends when the channel sends nothing for this many seconds.",
-    )
-    min_distance: float = Field(
-        default=20.0,
-        gt=0,
-        description="Motions shorter than this (mm) are re-levelling: a relevel event, no ride.",
-    )
-    tolerance: int = Field(
-        default=10, ge=0, description="Largest |master - slave| difference (counts) that is ok."
-    )
-    mismatch_time: float = Field(
-        default=0.5,
-        ge=0,
-        description="channel_mismatch when the difference exceeds tolerance this long (s).",
-    )
-    gap_limit: float = Field(
-        default=3.0,
-        gt=0,
-        description="dropout when a channel's gap exceeds this many sample periods.",
-    )
-    sample_period: float | None = Field(
-        default=None,
-        gt=0,
-        description="Seconds between two samples of one channel; null = estimate from the data.",
-    )
-    fit_span: float = Field(
-        default=0.25,
-        gt=0,
-        description="Seconds of motion after the departure used to back-date start and end.",
-    )
-    fit_search: float = Field(
-        default=0.6,
-        gt=0,
-        description="How far (s) before the departure the real motion start is searched.",
-    )
+    The detector's fields come from :class:`DetectorParams` (written once, there); only the
+    live timer's setting is the node's own.
+    """
+
     live_grace: float = Field(
         default=0.25,
         ge=0,
+        allow_inf_nan=False,
         description=(
             "Live runs: wall-clock seconds the idle/stop timer waits past a deadline for "
             "late frames before it decides (the event ts is the deadline, not the wait)."
         ),
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> RideDetectConfig:
-        self.params()
-        return self
-
     def params(self) -> DetectorParams:
-        """The detector parameters of this config (ValueError when inconsistent)."""
-        return DetectorParams(
-            channel=self.channel,
-            resolution_mm=self.resolution_mm,
-            window=self.window,
-            start_speed=self.start_speed,
-            start_time=self.start_time,
-            stop_speed=self.stop_speed,
-            stop_time=self.stop_time,
-            idle_timeout=self.idle_timeout,
-            min_distance=self.min_distance,
-            tolerance=self.tolerance,
-            mismatch_time=self.mismatch_time,
-            gap_limit=self.gap_limit,
-            sample_period=self.sample_period,
-            fit_span=self.fit_span,
-            fit_search=self.fit_search,
+        """The detector parameters of this config."""
+        return DetectorParams.model_validate(
+            self.model_dump(include=set(DetectorParams.model_fields))
         )
 
 
@@ -140,7 +67,7 @@ class _Run:
         det = self.detectors.get(source)
         if det is None:
             det = self.detectors[source] = RideDetector(
-                self.node.params, source=source, count=self.node.counters.bump
+                self.node.params, source=source, count=self.node.diagnostic
             )
         return det
 
@@ -258,8 +185,20 @@ class RideDetect(Node[RideDetectConfig]):
 
     Port ``out`` carries every input event unchanged **plus** the detector's events
     (``ride_start``, ``ride_end``, ``relevel``, ``channel_mismatch``, ``dropout``; see
-    docs/protocol.md) interleaved in timestamp order, so ``parse -> rides -> ws`` serves
-    everything. Each ``source`` gets its own detector.
+    docs/protocol.md) as soon as they are decided, so ``parse -> rides -> ws`` serves
+    everything. Each ``source`` gets its own detector. A ride still moving when the input
+    ends or the flow is stopped has ``complete: false`` and a ``reason``.
+
+    Timing: the ``ts`` of position samples are host stamps, which come in bursts (USB
+    batches, a stalled host, a reader catching up at start). The LES02 sends at a fixed rate
+    (``rate_hz``, 250 per channel), so each channel's samples are put back on the sender's
+    timeline before anything else: a sample's time is the lower envelope of the stamps
+    ``max_stall`` seconds around it, carried along the sample period (estimated continuously,
+    never more than ``rate_tolerance`` from nominal). A burst of late samples gets back the
+    spacing it was sent with -- no absurd speeds, no false dropouts; samples really missing
+    leave a ``dropout`` with their count. The price: events come out ``max_stall`` (0.5 s)
+    later, stop/idle decisions twice that; their ``ts`` are unchanged (decision frame time),
+    so they can follow samples up to 1 s newer in ``out``. See docs/rides.md.
 
     Detection runs in frame time (the events' ``ts``) only: speed is a least-squares slope over
     ``window`` seconds; a motion starts above ``start_speed`` for ``start_time`` and ends below
@@ -278,7 +217,8 @@ class RideDetect(Node[RideDetectConfig]):
     A malformed ``position_sample`` is passed through, counted (``errors``, ``bad_input``) and
     logged (rate-limited). Counters: ``rides``, ``relevels``, ``mismatches``, ``dropouts``,
     ``out_of_order`` (samples older than their channel's previous one, ignored),
-    ``discarded_moves`` (motions that went nowhere).
+    ``discarded_moves`` (motions that went nowhere), ``implausible_speed`` (speeds above
+    ``max_speed`` ignored), ``rate_mismatch`` (samples much faster than ``rate_hz``; logged).
     """
 
     type_name: ClassVar[str] = "ride_detect"
@@ -294,6 +234,22 @@ class RideDetect(Node[RideDetectConfig]):
         super().__init__(node_id, config, ctx)
         self.params = config.params()
         self._runs: set[_Run] = set()
+
+    def diagnostic(self, name: str) -> None:
+        """A detector diagnostic: counted; a sample rate the timing model cannot follow is
+        also logged (once per channel and source)."""
+        self.counters.bump(name)
+        if name == "rate_mismatch":
+            p = self.params
+            self.log.warning(
+                "node '%s': position samples arrive much faster than rate_hz=%g per channel "
+                "(+%d%% at most); the timing model keeps %g Hz -- set rate_hz to the sender's "
+                "rate (a simulator at speed N sends N times faster)",
+                self.node_id,
+                p.rate_hz,
+                round(p.rate_tolerance * 100),
+                p.rate_hz,
+            )
 
     def bad_input(self, message: Any, why: str) -> None:
         self.counters.errors += 1

@@ -7,12 +7,25 @@ of the data. Each call returns the event envelopes (``les02_flow.events.make_eve
 decided, in time order. Everything works in *frame time* (the samples' ``ts``): the same
 samples give the same events, whatever the speed at which they are fed.
 
+**Timing model** (``docs/rides.md`` is the user-facing description). The ``ts`` are *host*
+stamps: later than the send time by a latency that comes in bursts (a startup backlog, USB
+batches, a stalled host then a burst). The LES02 sends at a fixed rate, so each channel's
+samples go through a :class:`SampleClock` that puts them back on the sender's timeline
+(nominal ``rate_hz``, period re-estimated within ``rate_tolerance``; the lower envelope of
+the stamps ``max_stall`` seconds ahead and behind). Everything below uses those de-jittered
+times. A sample's time is final once ``max_stall`` seconds (or as many samples) followed it,
+so events are decided that much later than before; stop/idle deadlines fire ``2 * max_stall``
+after their ``ts`` (no sample still to come can be earlier). :meth:`RideDetector.advance`
+``(ts)`` promises that no sample stamped before ``ts`` follows.
+
 Rules (``docs/protocol.md`` "Ride events" is the user-facing description):
 
 * **Speed** of the detection ``channel`` is the least-squares slope of its samples over the
   last ``window`` seconds (not single-sample differences, which quantise badly). At least
   three samples in the window are needed; with fewer (after a silence) the speed is unknown
-  and taken as standing.
+  and taken as standing. A speed above ``max_speed`` is a timing fault the clock could not
+  undo (e.g. a stall longer than ``max_stall``): it is ignored and counted
+  (``implausible_speed``), the previous speed stands.
 * **Motion starts** when ``|speed| > start_speed`` (mm/s) for at least ``start_time`` seconds
   in one direction. **It ends** when ``|speed| < stop_speed`` for at least ``stop_time``
   seconds (decided at ``below_since + stop_time``), or when no sample of the detection
@@ -36,11 +49,11 @@ Rules (``docs/protocol.md`` "Ride events" is the user-facing description):
   same instant with the current speed; when ``|master - slave| > tolerance`` (counts) for
   longer than ``mismatch_time`` a ``state: "begin"`` event is emitted, and ``state: "end"``
   when it is back within tolerance (or the detection channel falls silent, or at flush).
-* **dropout**: a gap between two samples of one channel longer than ``gap_limit`` sample
-  periods (``sample_period``, or estimated from the data) is reported when the next sample
-  arrives -- unless it is the LES02's silence while standing: the car stood at the gap's
-  start, the position did not change by more than ``tolerance`` and the other channel was
-  silent too.
+* **dropout**: a gap on the de-jittered timeline between two samples of one channel longer
+  than ``gap_limit`` periods (``missing`` = gap / period - 1) is reported when the next
+  sample is released -- unless it is the LES02's silence while standing: the car stood at
+  the gap's start, the position did not change by more than ``tolerance`` and the other
+  channel was silent too. Bunched stamps (batches, a stall then its burst) are no gap.
 
 Samples older than the previous sample of their channel are counted (``out_of_order``) and
 ignored. Bad arguments to :meth:`RideDetector.feed` raise ``ValueError`` saying what is wrong;
@@ -68,7 +81,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from les02_flow.events import Event, make_event
 
@@ -102,6 +117,12 @@ _GOLDEN: Final = (math.sqrt(5.0) - 1.0) / 2.0
 #: ~215 points over fit_search + fit_span, so its fits use every sample). Without the cap the
 #: fit's cost grows with the sample rate (66 ms per ride start at 8 kHz per channel).
 MAX_FIT_POINTS: Final = 256
+#: samples per block of the period estimate (1 s at 250 Hz) and blocks in its median (15 s)
+_PERIOD_BLOCK: Final = 250
+_PERIOD_BLOCKS: Final = 15
+#: samples a new run of consecutive samples needs ahead before a gap of less than 3 periods
+#: is believed (32 ms at 250 Hz: longer than a USB batch)
+_MIN_RUN: Final = 8
 
 
 def ride_id(source: str, channel: str, start_ts: float) -> str:
@@ -113,57 +134,100 @@ def ride_id(source: str, channel: str, start_ts: float) -> str:
     return str(uuid.uuid5(RIDE_NAMESPACE, f"{source}/{channel}/{start_ts:.6f}"))
 
 
-@dataclass(frozen=True)
-class DetectorParams:
-    """Detector settings; units: mm, mm/s, seconds, counts. Invalid values raise ValueError."""
+def _f(default: Any, description: str, **constraints: Any) -> Any:
+    return Field(default=default, description=description, allow_inf_nan=False, **constraints)
 
-    channel: str = "master"
-    resolution_mm: float = 1.0
-    window: float = 0.2
-    start_speed: float = 15.0
-    start_time: float = 0.05
-    stop_speed: float = 8.0
-    stop_time: float = 2.0
-    idle_timeout: float = 1.0
-    min_distance: float = 20.0
-    tolerance: int = 10
-    mismatch_time: float = 0.5
-    gap_limit: float = 3.0
-    sample_period: float | None = None
-    fit_span: float = 0.25
-    fit_search: float = 0.6
 
-    def __post_init__(self) -> None:
-        if self.channel not in CHANNELS:
-            raise ValueError(f"channel: must be 'master' or 'slave', got {self.channel!r}")
-        for name in (
-            "resolution_mm",
-            "window",
-            "start_speed",
-            "stop_speed",
-            "idle_timeout",
-            "min_distance",
-            "gap_limit",
-            "fit_span",
-            "fit_search",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
-        for name in ("start_time", "stop_time", "mismatch_time"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance: must be >= 0 counts, got {self.tolerance!r}")
-        if self.sample_period is not None and not (
-            math.isfinite(self.sample_period) and self.sample_period > 0
-        ):
-            raise ValueError(f"sample_period: must be > 0 or None, got {self.sample_period!r}")
+class DetectorParams(BaseModel):
+    """Detector settings; units: mm, mm/s, seconds, counts, Hz. Invalid values raise ValueError.
+
+    The one definition of the settings: the ``ride_detect`` node's config model extends it, so
+    a field, its default, bounds and description are written here only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    channel: Literal["master", "slave"] = Field(
+        default="master", description="LES02 channel whose samples drive the detection."
+    )
+    resolution_mm: float = _f(1.0, "Millimetres per position count (for the *_mm fields).", gt=0)
+    window: float = _f(0.2, "Seconds of samples in the least-squares speed window.", gt=0)
+    start_speed: float = _f(15.0, "A motion starts above this speed (mm/s) ...", gt=0)
+    start_time: float = _f(0.05, "... held for at least this many seconds.", ge=0)
+    stop_speed: float = _f(8.0, "A motion ends below this speed (mm/s) ...", gt=0)
+    stop_time: float = _f(2.0, "... held for at least this many seconds (seed rule).", ge=0)
+    idle_timeout: float = _f(
+        1.0, "A motion also ends when the channel sends nothing for this many seconds.", gt=0
+    )
+    min_distance: float = _f(
+        20.0, "Motions shorter than this (mm) are re-levelling: a relevel event, no ride.", gt=0
+    )
+    tolerance: int = Field(
+        default=10, ge=0, description="Largest |master - slave| difference (counts) that is ok."
+    )
+    mismatch_time: float = _f(
+        0.5, "channel_mismatch when the difference exceeds tolerance this long (s).", ge=0
+    )
+    rate_hz: float = _f(
+        250.0,
+        "Nominal samples per second of ONE channel (the LES02 sends 250 Hz per channel); the "
+        "timing model starts from it and never leaves rate_tolerance around it.",
+        gt=0,
+    )
+    rate_tolerance: float = _f(
+        0.05,
+        "How far (fraction) the estimated sample rate may stray from rate_hz (clock drift is "
+        "~0.0002); bounds the period estimate so bursts cannot collapse it.",
+        gt=0,
+        lt=0.5,
+    )
+    max_stall: float = _f(
+        0.5,
+        "Longest host stall (s) whose late burst of samples is put back on the sender's "
+        "timeline; events are decided this much later (twice it for stop/idle decisions).",
+        gt=0,
+        le=5.0,
+    )
+    max_speed: float = _f(
+        25000.0,
+        "Fastest speed (mm/s) a car can reach; a faster regression speed is a timing fault "
+        "and ignored (counted in implausible_speed).",
+        gt=0,
+    )
+    gap_limit: float = _f(
+        3.0,
+        "dropout when a channel's de-jittered gap exceeds this many sample periods.",
+        gt=1,
+    )
+    sample_period: float | None = _f(
+        None,
+        "Seconds between two samples of one channel; null = 1 / rate_hz (then refined from "
+        "the data within rate_tolerance).",
+        gt=0,
+    )
+    fit_span: float = _f(
+        0.25, "Seconds of motion after the departure used to back-date start and end.", gt=0
+    )
+    fit_search: float = _f(
+        0.6, "How far (s) before the departure the real motion start is searched.", gt=0
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorParams:
         if self.stop_speed > self.start_speed:
             raise ValueError(
                 f"stop_speed: {self.stop_speed} mm/s is above start_speed {self.start_speed}"
             )
+        if self.max_speed <= self.start_speed:
+            raise ValueError(
+                f"max_speed: {self.max_speed} mm/s is not above start_speed {self.start_speed}"
+            )
+        return self
+
+    @property
+    def nominal_period(self) -> float:
+        """Seconds between two samples of one channel the model starts from."""
+        return self.sample_period if self.sample_period is not None else 1.0 / self.rate_hz
 
     @property
     def history(self) -> float:
@@ -174,8 +238,9 @@ class DetectorParams:
 class SlopeWindow:
     """Least-squares slope of ``(t, x)`` points over the last ``window`` seconds.
 
-    Sums are kept incrementally relative to a reference point and rebuilt every 2048 points,
-    so epoch timestamps lose no precision.
+    The window is bounded by count too (``max_points``, the newest are kept): timestamps that
+    never advance cannot make it grow. Sums are kept incrementally relative to a reference
+    point and rebuilt every 2048 points, so epoch timestamps lose no precision.
 
     >>> w = SlopeWindow(0.1)
     >>> for k in range(50):
@@ -184,8 +249,9 @@ class SlopeWindow:
     (750.0, 26)
     """
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, max_points: int = 1 << 30) -> None:
         self.window = window
+        self.max_points = max(int(max_points), 3)
         self._pts: deque[tuple[float, float]] = deque()
         self._clear_sums()
 
@@ -214,7 +280,7 @@ class SlopeWindow:
         self._stt += dt * dt
         self._stx += dt * dx
         limit = t - self.window
-        while pts[0][0] < limit:
+        while pts[0][0] < limit or len(pts) > self.max_points:
             ot, ox = pts.popleft()
             dt, dx = ot - self._ref_t, ox - self._ref_x
             self._st -= dt
@@ -354,6 +420,176 @@ def fit_onset(
     return best_t0
 
 
+class SampleClock:
+    """De-jittered sample times of ONE channel of a fixed-rate sender (pure; no I/O).
+
+    The sender (the LES02) sends every ``period`` seconds; the host stamps each frame when its
+    reader gets it, i.e. *later* by a latency that is mostly small but comes in bursts: a
+    startup backlog, USB batches stamped with one time, a host stall followed by the stalled
+    frames in a burst. Latency is never negative, so the earliest stamps bound the sender's
+    timeline. For sample ``n`` the clock takes the lower envelope of the stamps that follow it
+    within ``lookahead`` seconds and ``depth`` samples, carried back along the sender's period::
+
+        t(n) = min over m in [n, n + depth] with h(m) <= h(n) + lookahead of h(m) - (m - n) * P
+
+    then bounds it: never after its own stamp ``h(n)``, never more than ``lookahead`` before it,
+    never less than ``P / 2`` after the previous sample. A burst of stale samples therefore gets
+    back the spacing it was sent with; samples that are really missing (a dropout) leave a gap
+    that the samples after them confirm, because they keep arriving ``P`` apart at the new
+    offset. Host clock drift is followed because the envelope is re-anchored to the stamps
+    with every sample; only the ``depth`` samples ahead depend on ``P``.
+
+    ``P`` starts at the nominal period and is re-estimated continuously: the median over the
+    last :data:`_PERIOD_BLOCKS` blocks of :data:`_PERIOD_BLOCK` de-jittered, gap-free samples,
+    clamped to ``nominal * (1 ± tolerance)`` -- a burst can neither collapse nor inflate it.
+
+    A sample is *released* (its time is final) once ``depth`` more samples arrived, or a later
+    sample/``release_until`` shows ``lookahead`` seconds passed since its stamp. Both memory and
+    work per sample are bounded by ``depth`` whatever the stamps do.
+
+    >>> clk = SampleClock(0.004, 0.05, 0.5)
+    >>> out = []
+    >>> for k in range(300):                 # 40 samples in a startup burst, then on time
+    ...     clk.push(10.0 + max(k, 40) * 0.004 + (0.0 if k >= 40 else k * 1e-5), k, out)
+    >>> clk.release_all(out)
+    >>> [round(t - 10.0, 4) for t, _ in out[:3]], round(clk.period, 6)
+    ([0.0, 0.004, 0.008], 0.004)
+    """
+
+    def __init__(self, period: float, tolerance: float, lookahead: float) -> None:
+        self.nominal = period
+        self.p_lo = period / (1.0 + tolerance)
+        self.p_hi = period * (1.0 + tolerance)
+        self.period = period
+        self.lookahead = lookahead
+        # fewer samples than lookahead spans at the slowest rate: on a regular stream samples
+        # are released by count (cheap, one per push), by time only after a silence
+        self.depth = max(4, int(lookahead / self.p_hi))
+        self._pending: deque[tuple[int, float, int]] = deque()  # (index, stamp, raw)
+        self._mins: deque[tuple[int, float]] = deque()  # envelope candidates (index, stamp)
+        self._back: deque[tuple[int, float]] = deque()  # the same behind (released samples)
+        self._next = 0
+        self._last_t: float | None = None
+        self._run_t0 = 0.0
+        self._run_n = -1
+        self._blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
+        self._raw_t0: float | None = None
+        self._raw_n = 0
+        self._raw_blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def too_fast(self) -> bool:
+        """The stamps say the sender is much faster than the nominal rate allows."""
+        raw = self._raw_blocks
+        if len(raw) < 5:
+            return False
+        return sorted(raw)[len(raw) // 2] < 0.8 * self.p_lo
+
+    def push(self, h: float, raw: int, out: list[tuple[float, int]]) -> None:
+        """One sample with host stamp ``h`` (not older than the previous one); appends the
+        samples whose time became final to ``out`` as ``(t, raw)``."""
+        pend = self._pending
+        nxt = self._next
+        limit = h - self.lookahead
+        while pend and (nxt - pend[0][0] > self.depth or pend[0][1] < limit):
+            self._release(out)
+        pend.append((nxt, h, raw))
+        mins = self._mins
+        period = self.period
+        while mins and h - mins[-1][1] <= (nxt - mins[-1][0]) * period:
+            mins.pop()
+        mins.append((nxt, h))
+        self._next = nxt + 1
+        if self._raw_t0 is None:
+            self._raw_t0 = h
+        else:
+            self._raw_n += 1
+            if self._raw_n >= _PERIOD_BLOCK:
+                self._raw_blocks.append((h - self._raw_t0) / self._raw_n)
+                self._raw_t0, self._raw_n = h, 0
+
+    def next_release(self) -> float | None:
+        """Frame time after which the oldest pending sample is released, or None."""
+        return self._pending[0][1] + self.lookahead if self._pending else None
+
+    def release_until(self, ts: float, out: list[tuple[float, int]]) -> None:
+        """Time has reached ``ts``: release the samples stamped more than lookahead before."""
+        pend = self._pending
+        limit = ts - self.lookahead
+        while pend and pend[0][1] < limit:
+            self._release(out)
+
+    def release_all(self, out: list[tuple[float, int]]) -> None:
+        """End of data: release every pending sample."""
+        while self._pending:
+            self._release(out)
+
+    def _short_run(self, h: float, period: float) -> bool:
+        """Fewer than :data:`_MIN_RUN` samples follow (this one's stamp ``h``) before the next
+        jump of the stamps: too few to tell a missing sample from this one's latency."""
+        prev = h
+        for n, (_idx, hm, _raw) in enumerate(self._pending, 1):
+            if hm - prev > 3.0 * period:
+                return True
+            if n >= _MIN_RUN:
+                return False
+            prev = hm
+        return True
+
+    def _release(self, out: list[tuple[float, int]]) -> None:
+        idx, h, raw = self._pending.popleft()
+        mins = self._mins
+        m_idx, m_h = mins[0]
+        period = self.period
+        t = m_h - (m_idx - idx) * period  # the envelope ahead
+        if m_idx == idx:
+            mins.popleft()
+        # ... and behind, within the same run of consecutive samples: the stamps before carried
+        # forward. When even the earliest stamps ahead are later than that by half a period,
+        # samples are missing before this one: a new run starts (a real gap).
+        back = self._back
+        depth = self.depth
+        run_on = False
+        if back:
+            while back[0][0] < idx - depth:
+                back.popleft()
+            b_idx, b_h = back[0]
+            pred = b_h + (idx - b_idx) * period
+            if t <= pred + 0.5 * period or (t < pred + 3.0 * period and self._short_run(h, period)):
+                run_on = True
+                if pred < t:
+                    t = pred
+        if not run_on:
+            back.clear()
+        while back and h - back[-1][1] <= (idx - back[-1][0]) * period:
+            back.pop()
+        back.append((idx, h))
+        floor = h - self.lookahead
+        last = self._last_t
+        if last is not None:
+            floor = max(floor, last + 0.5 * period)
+        if t < floor:
+            t = floor
+        if t > h:
+            t = h
+        # period estimate: blocks of gap-free de-jittered samples
+        if last is None or not 0.5 * period < t - last < 1.5 * period:
+            self._run_t0, self._run_n = t, 0
+        else:
+            self._run_n += 1
+            if self._run_n >= _PERIOD_BLOCK:
+                blocks = self._blocks
+                blocks.append((t - self._run_t0) / self._run_n)
+                self._run_t0, self._run_n = t, 0
+                median = sorted(blocks)[len(blocks) // 2]
+                self.period = min(max(median, self.p_lo), self.p_hi)
+        self._last_t = t
+        out.append((t, raw))
+
+
 def _median_low(values: list[int]) -> int:
     values = sorted(values)
     return values[(len(values) - 1) // 2]
@@ -363,9 +599,6 @@ def _median_low(values: list[int]) -> int:
 class _Chan:
     last_ts: float | None = None
     last_raw: int = 0
-    period: float | None = None
-    n_intervals: int = 0
-    interval_sum: float = 0.0
     received: int = 0
     #: the other channel's ``received`` at this channel's last sample
     other_seen: int = 0
@@ -398,26 +631,25 @@ class _Mismatch:
     active: bool = False
 
 
-class RideDetector:
-    """The detector of one source. See the module docstring for the rules.
-
-    ``count(name)`` (optional) is called for diagnostics that are not events:
-    ``out_of_order``, ``discarded_moves``.
-    """
+class _Core:
+    """The ride rules on de-jittered samples (times from :class:`SampleClock`)."""
 
     def __init__(
         self,
-        params: DetectorParams | None = None,
-        source: str = "les02",
-        count: Callable[[str], None] | None = None,
+        params: DetectorParams,
+        source: str,
+        count: Callable[[str], None],
+        clocks: dict[str, SampleClock],
     ) -> None:
-        self.params = p = params if params is not None else DetectorParams()
+        self.params = p = params
         self.source = source
-        self._count = count or (lambda _name: None)
+        self._count = count
+        self._clocks = clocks
         self._chans = {name: _Chan() for name in CHANNELS}
         self._other = {"master": "slave", "slave": "master"}
-        self._hist: deque[tuple[float, int]] = deque()
-        self._slope = SlopeWindow(p.window)
+        p_lo = clocks[p.channel].p_lo
+        self._hist: deque[tuple[float, int]] = deque(maxlen=int(2 * p.history / p_lo) + 64)
+        self._slope = SlopeWindow(p.window, int(2 * p.window / p_lo) + 8)
         self._speed = 0.0  # counts/s, signed (0 when unknown)
         self._standing_at_last = True
         self._segment_start: float | None = None
@@ -426,34 +658,24 @@ class RideDetector:
         self._move: _Move | None = None
         self._mismatch: _Mismatch | None = None
         self._res = p.resolution_mm
+        self._max_speed = p.max_speed
         self._flush_reason: str | None = None
 
-    # -- public API ---------------------------------------------------------------------------
+    def busy(self) -> bool:
+        """A decision may be pending (a motion or a mismatch is open)."""
+        return self._move is not None or self._mismatch is not None
 
-    def feed(self, ts: float, channel: str, position_raw: int) -> list[Event]:
-        """One position sample. Returns the events decided up to and at ``ts``."""
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
-            raise ValueError(f"ts must be a finite number, got {ts!r}")
-        if channel not in CHANNELS:
-            raise ValueError(f"channel must be 'master' or 'slave', got {channel!r}")
-        if (
-            not isinstance(position_raw, int)
-            or isinstance(position_raw, bool)
-            or not 0 <= position_raw <= MAX_RAW
-        ):
-            raise ValueError(f"position_raw must be an integer 0..{MAX_RAW}, got {position_raw!r}")
-        ts = float(ts)
+    def sample(self, ts: float, channel: str, position_raw: int) -> list[Event]:
+        """One de-jittered sample. Returns the events decided up to and at ``ts``."""
         ch = self._chans[channel]
         if ch.last_ts is not None and ts < ch.last_ts:
-            self._count("out_of_order")
-            return []
-        out = self.advance(ts)
+            ts = ch.last_ts  # cannot happen with SampleClock times; never go back
+        out = self.advance(ts) if self._move is not None or self._mismatch is not None else []
         if ch.last_ts is not None:
             self._check_gap(ts, channel, ch, position_raw, out)
         if channel == self.params.channel:
             self._on_detect_sample(ts, position_raw, out)
         self._check_mismatch(ts, channel, position_raw, out)
-        self._update_period(ts, ch)
         ch.last_ts = ts
         ch.last_raw = position_raw
         ch.received += 1
@@ -515,7 +737,8 @@ class RideDetector:
     def _on_detect_sample(self, ts: float, raw: int, out: list[Event]) -> None:
         p = self.params
         ch = self._chans[p.channel]
-        if ch.last_ts is None or self._is_gap(ts - ch.last_ts, ch):
+        if ch.last_ts is None or ts - ch.last_ts > max(p.window, p.idle_timeout / 2):
+            # a silence (not a short dropout: the regression bridges those exactly)
             self._segment_start = ts
             self._slope.clear()
         hist = self._hist
@@ -525,7 +748,12 @@ class RideDetector:
             hist.popleft()
         self._slope.add(ts, raw)
         v = self._slope.slope()
-        self._speed = v if v is not None else 0.0
+        if v is None:
+            self._speed = 0.0
+        elif abs(v) * self._res > self._max_speed:
+            self._count("implausible_speed")  # a timing fault the clock could not undo
+        else:
+            self._speed = v
         speed_mm = abs(self._speed) * self._res
         self._standing_at_last = speed_mm < p.stop_speed
         move = self._move
@@ -580,8 +808,7 @@ class RideDetector:
                 break
         lower = t_first - p.fit_search
         if seg > lower:
-            period = self._chans[p.channel].period or 0.0
-            lower = max(lower, seg - period)
+            lower = max(lower, seg - self._clocks[p.channel].period)
         samples = sum(1 for t, _r in hist if t >= lower)
         self._move = _Move(
             confirmed_ts=ts,
@@ -702,35 +929,15 @@ class RideDetector:
 
     # -- diagnostics ----------------------------------------------------------------------------
 
-    def _is_gap(self, gap: float, ch: _Chan) -> bool:
-        period = self.params.sample_period or ch.period
-        return period is not None and gap > self.params.gap_limit * period
-
-    def _update_period(self, ts: float, ch: _Chan) -> None:
-        if ch.last_ts is None or self.params.sample_period is not None:
-            return
-        dt = ts - ch.last_ts
-        if ch.n_intervals < 8:
-            ch.n_intervals += 1
-            ch.interval_sum += dt
-            if ch.n_intervals == 8:
-                ch.period = ch.interval_sum / 8 or None
-                if ch.period is None:
-                    ch.n_intervals = 0
-                    ch.interval_sum = 0.0
-            return
-        assert ch.period is not None
-        if dt <= self.params.gap_limit * ch.period:
-            ch.period += 0.02 * (dt - ch.period)
-            ch.period = max(ch.period, 1e-6)
+    def _is_gap(self, gap: float, channel: str) -> bool:
+        return gap > self.params.gap_limit * self._clocks[channel].period
 
     def _check_gap(self, ts: float, channel: str, ch: _Chan, raw: int, out: list[Event]) -> None:
         assert ch.last_ts is not None
         gap = ts - ch.last_ts
-        if not self._is_gap(gap, ch):
+        if not self._is_gap(gap, channel):
             return
-        period = self.params.sample_period or ch.period
-        assert period is not None
+        period = self._clocks[channel].period
         other = self._chans[self._other[channel]]
         other_alive = other.received - ch.other_seen > 2  # the other kept sending meanwhile
         jump = abs(raw - ch.last_raw)
@@ -757,9 +964,9 @@ class RideDetector:
         other = self._chans[self._other[channel]]
         if other.last_ts is None:
             return
-        period = self.params.sample_period or other.period
+        period = self._clocks[self._other[channel]].period
         age = ts - other.last_ts
-        if period is None or age > self.params.gap_limit * period:
+        if age > self.params.gap_limit * period:
             return  # nothing recent to compare with
         est = other.last_raw + self._speed * age
         master, slave = (raw, est) if channel == "master" else (est, raw)
@@ -805,3 +1012,116 @@ class RideDetector:
 
     def _mm(self, raw: float) -> float:
         return round(raw * self._res, 6)
+
+
+class RideDetector:
+    """The detector of one source. See the module docstring for the rules.
+
+    ``count(name)`` (optional) is called for diagnostics that are not events:
+    ``out_of_order``, ``discarded_moves``, ``implausible_speed``, ``rate_mismatch``.
+    """
+
+    def __init__(
+        self,
+        params: DetectorParams | None = None,
+        source: str = "les02",
+        count: Callable[[str], None] | None = None,
+    ) -> None:
+        self.params = p = params if params is not None else DetectorParams()
+        self.source = source
+        self._count = count or (lambda _name: None)
+        period = p.nominal_period
+        self.clocks = {
+            name: SampleClock(period, p.rate_tolerance, p.max_stall) for name in CHANNELS
+        }
+        self._clock_list = tuple(self.clocks.values())
+        self._core = _Core(p, source, self._count, self.clocks)
+        self._last_h: dict[str, float] = {}
+        #: stop/idle decisions wait this long (frame time): no sample still to come can be
+        #: earlier on the de-jittered timeline
+        self._horizon = 2.0 * p.max_stall
+        self._rate_warned: set[str] = set()
+
+    def feed(self, ts: float, channel: str, position_raw: int) -> list[Event]:
+        """One position sample (host stamp ``ts``). Returns the events decided by now."""
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+            raise ValueError(f"ts must be a finite number, got {ts!r}")
+        if channel not in CHANNELS:
+            raise ValueError(f"channel must be 'master' or 'slave', got {channel!r}")
+        if (
+            not isinstance(position_raw, int)
+            or isinstance(position_raw, bool)
+            or not 0 <= position_raw <= MAX_RAW
+        ):
+            raise ValueError(f"position_raw must be an integer 0..{MAX_RAW}, got {position_raw!r}")
+        ts = float(ts)
+        last = self._last_h.get(channel)
+        if last is not None and ts < last:
+            self._count("out_of_order")
+            return []
+        out = self.advance(ts)
+        self._last_h[channel] = ts
+        clock = self.clocks[channel]
+        released: list[tuple[float, int]] = []
+        clock.push(ts, position_raw, released)
+        if released:
+            sample = self._core.sample
+            for t, raw in released:
+                out += sample(t, channel, raw)
+            if channel not in self._rate_warned and clock.too_fast():
+                self._rate_warned.add(channel)
+                self._count("rate_mismatch")
+        return out
+
+    def next_deadline(self) -> float | None:
+        """Frame time at which :meth:`advance` has something to do (a pending sample's
+        release, a stop/idle decision), or None."""
+        best = self._core.next_deadline()
+        if best is not None:
+            best += self._horizon
+        for clock in self.clocks.values():
+            r = clock.next_release()
+            if r is not None and (best is None or r < best):
+                best = r
+        return best
+
+    def advance(self, ts: float) -> list[Event]:
+        """Time has reached ``ts`` (frame time) and no sample stamped earlier will follow:
+        release what the look-ahead waited for, fire due decisions."""
+        out: list[Event] = []
+        for clock in self._clock_list:  # cheap test first: releases by time are rare
+            r = clock.next_release()
+            if r is not None and r < ts:
+                self._release(out, ts)
+                break
+        core = self._core
+        if core.busy():
+            out += core.advance(ts - self._horizon)
+        return out
+
+    def flush(self, reason: str = "end_of_input") -> list[Event]:
+        """End of data: release every sample, fire every pending decision (at its own ts).
+
+        A ride whose car is still moving at the last sample is cut off: its ``ride_end`` has
+        ``complete: false`` and ``reason`` (``"end_of_input"``, or what the caller says, e.g.
+        ``"stopped"`` for a flow stopped by a signal).
+        """
+        out: list[Event] = []
+        self._release(out, None)
+        return out + self._core.flush(reason)
+
+    def _release(self, out: list[Event], ts: float | None) -> None:
+        """Release by time (``ts``) or everything (None), both channels merged in time."""
+        merged: list[tuple[float, str, int]] = []
+        for name, clock in self.clocks.items():
+            got: list[tuple[float, int]] = []
+            if ts is None:
+                clock.release_all(got)
+            else:
+                clock.release_until(ts, got)
+            merged += [(t, name, raw) for t, raw in got]
+        if len(merged) > 1:
+            merged.sort(key=lambda x: x[0])
+        sample = self._core.sample
+        for t, name, raw in merged:
+            out += sample(t, name, raw)

@@ -72,7 +72,13 @@ def test_out_carries_every_input_plus_ride_events_in_timestamp_order() -> None:
     added = [e for e in got if e["type"] not in ("position_sample", "status")]
     assert [e["type"] for e in added] == ["ride_start", "ride_end"]
     assert [e for e in got if e["type"] in ("position_sample", "status")] == events
-    assert [e["ts"] for e in got] == sorted(e["ts"] for e in got)
+    # the detector's events come out once decided: after the input they were decided from
+    # (never before it), at most the look-ahead later (2 * max_stall for stop/idle decisions)
+    assert [e["ts"] for e in added] == sorted(e["ts"] for e in added)
+    for i, e in enumerate(got):
+        if e["type"] in ("ride_start", "ride_end"):
+            prev = [x["ts"] for x in got[:i] if x["type"] == "position_sample"][-1]
+            assert e["ts"] <= prev <= e["ts"] + 2 * 0.5 + 0.01
     assert added[1]["payload"]["distance_raw"] == 3500
     assert added[1]["source"] == "les02"
     assert node.counters.extra["rides"] == 1
@@ -187,6 +193,7 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
                     "rides": {
                         "type": "ride_detect",
                         # frame time runs `speed` times faster than the simulation
+                        "rate_hz": 250.0 * speed,
                         "window": 0.2 / speed,
                         "start_speed": 15.0 * speed,
                         "start_time": 0.05 / speed,

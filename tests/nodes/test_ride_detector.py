@@ -145,11 +145,16 @@ def test_silence_while_standing_ends_the_ride_at_the_idle_deadline() -> None:
         events += det.feed(*s)
     assert not of(events, "ride_end")
     last_master = max(t for t, ch, _ in samples if ch == "master")
-    deadline = det.next_deadline()
-    assert deadline is not None and deadline == pytest.approx(last_master + 1.0)
-    assert det.advance(deadline - 0.001) == []
-    (end,) = det.advance(deadline + 5.0)  # a timer firing late still gives the deadline's ts
-    assert end["type"] == "ride_end" and end["ts"] == deadline
+    # first the look-ahead (max_stall = 0.5 s) releases the last samples ...
+    release = det.next_deadline()
+    assert release is not None and release == pytest.approx(samples[-1][0] + 0.5)
+    assert det.advance(release + 0.001) == []
+    # ... then the idle decision is due at last + idle_timeout, taken 2 * max_stall later
+    due = det.next_deadline()
+    assert due is not None and due == pytest.approx(last_master + 1.0 + 1.0)
+    assert det.advance(due - 0.001) == []
+    (end,) = det.advance(due + 5.0)  # a timer firing late still gives the deadline's ts
+    assert end["type"] == "ride_end" and end["ts"] == pytest.approx(last_master + 1.0)
     assert abs(end["payload"]["end_ts"] - (T0 + move.end)) < 0.05
     assert end["payload"]["distance_raw"] == 3500
     # the car resumes after the silence: no dropout for the LES02's silence while standing
@@ -237,7 +242,7 @@ def test_bad_samples_raise_and_late_samples_are_counted() -> None:
 
 def test_params_are_validated() -> None:
     with pytest.raises(ValueError, match="channel"):
-        DetectorParams(channel="left")
+        DetectorParams(channel="left")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stop_speed"):
         DetectorParams(start_speed=5.0, stop_speed=10.0)
     with pytest.raises(ValueError, match="window"):
