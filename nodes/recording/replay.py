@@ -8,8 +8,15 @@ Timeline
     Every item gets an offset ``v`` (seconds from the start of the replay) from the recorded
     timestamps only, never from how long sleeps took, so pacing cannot drift: an item is due at
     ``t0 + v / speed``. ``v`` grows by each recorded gap; a gap longer than ``max_gap`` counts
-    as ``max_gap``; a negative gap (timestamps going backwards) and the step from the last item
-    of one loop pass to the first of the next count as 0.
+    as ``max_gap``; a negative gap (timestamps going backwards) counts as 0, the step from the
+    last item of one loop pass to the first of the next as the ``gap`` given to
+    :meth:`Timeline.new_pass` (0 by default).
+
+Loop passes and timestamps
+    With ``loop_gap`` (:func:`read_batches`), every pass after the first is shifted in time so
+    that its first item comes ``loop_gap`` seconds after the previous pass's last item: a
+    replay of N passes looks like one longer session (time never runs backwards; ride ids stay
+    unique per pass). Without it the recorded timestamps repeat in every pass.
 
 Out-of-order timestamps
     Items are always replayed in file order, none is skipped for its timestamp. An item
@@ -41,6 +48,7 @@ __all__ = [
     "format_progress",
     "item_timestamp",
     "read_batches",
+    "shift_item",
 ]
 
 
@@ -68,11 +76,11 @@ class Timeline:
         self.last_step = 0.0
         self.last_gap = 0.0
 
-    def new_pass(self) -> None:
-        """The next item starts a new loop pass (no gap before it)."""
+    def new_pass(self, gap: float = 0.0) -> None:
+        """The next item starts a new loop pass, ``gap`` seconds after the last item."""
         if self._seg_ts is not None:
             self._seg_ts = None
-            self._seg_v = self._prev_v
+            self._seg_v = self._prev_v + gap
 
     def offset(self, ts: float) -> float:
         """The offset of the next item, recorded at ``ts`` (items in file order)."""
@@ -155,6 +163,14 @@ def item_timestamp(item: Any) -> float:
     return float(item["ts"])
 
 
+def shift_item(item: Any, by: float) -> None:
+    """Move a frame's or an event envelope's timestamp by ``by`` seconds (in place)."""
+    if isinstance(item, can.Message):
+        item.timestamp = float(item.timestamp) + by
+    else:
+        item["ts"] = float(item["ts"]) + by
+
+
 @dataclass
 class Batch:
     """Items handed from the reader to the loop: ``(offset, item)`` pairs, in order."""
@@ -181,9 +197,14 @@ def read_batches(
     batch_size: int = 1000,
     stopped: Callable[[], bool] = lambda: False,
     on_open: Callable[[RecordingReader], None] | None = None,
+    loop_gap: float | None = None,
 ) -> Iterator[Batch]:
     """Read ``path`` ``loops`` times (``None`` = forever) and yield batches of up to
     ``batch_size`` paced items; the last batch has ``end=True``.
+
+    ``loop_gap`` (seconds): shift each pass after the first so it starts that long after the
+    previous pass's last item (timestamps and pacing; see the module doc). None = passes
+    repeat the recorded timestamps back to back.
 
     Corrupt lines/records land in ``Batch.problems`` (reported once per pass). A pass that
     yields nothing ends a ``forever`` replay (nothing to loop over). ``stopped`` is polled
@@ -193,16 +214,18 @@ def read_batches(
     window = window or Window()
     pass_index = 0
     batch = Batch()
+    last_ts: float | None = None  # last item taken, shifted
     while loops is None or pass_index < loops:
         problems: list[Problem] = []
         reader = RecordingReader(path, on_problem=problems.append)
         if on_open is not None:
             on_open(reader)
         if pass_index:
-            timeline.new_pass()
+            timeline.new_pass(loop_gap or 0.0)
         # the window is measured on this pass's own monotonic timeline: backward steps
         # count as 0, so an out-of-order item is never skipped for its timestamp
         clock = Timeline()
+        shift: float | None = None if pass_index and loop_gap is not None else 0.0
         took = 0
         try:
             for item in reader:
@@ -214,6 +237,8 @@ def read_batches(
                     break
                 if verdict == "skip" or (accept is not None and not accept(item)):
                     continue
+                if shift is None:  # first item of a later pass: continue after the last
+                    shift = (last_ts if last_ts is not None else ts) + (loop_gap or 0.0) - ts
                 ooo, capped = timeline.out_of_order, timeline.capped
                 batch.items.append((timeline.offset(ts), item))
                 if timeline.out_of_order != ooo:
@@ -222,6 +247,9 @@ def read_batches(
                 elif timeline.capped != capped:
                     batch.gaps_capped += 1
                     batch.largest_gap = max(batch.largest_gap, timeline.last_gap)
+                if shift:
+                    shift_item(item, shift)
+                last_ts = ts + shift
                 took += 1
                 if problems:
                     batch.problems.extend(problems)

@@ -68,6 +68,14 @@ class ReplaySourceConfig(NodeConfig):
         default=1,
         description="How many times to play the recording (1 or more), or 'forever'.",
     )
+    loop_gap: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="With loop > 1 and original timestamps: seconds between the last item of "
+        "a pass and the first of the next. Each pass is shifted by the recording's length "
+        "plus this, so time never runs backwards and a flow sees one longer session.",
+    )
     max_gap: float | None = Field(
         default=DEFAULT_MAX_GAP,
         gt=0,
@@ -230,8 +238,12 @@ class ReplaySource(Node[ReplaySourceConfig]):
     misread such as ``080#ABC`` with an odd number of hex digits) is reported with file and
     line, counted in ``errors`` and ``corrupt``, and skipped.
 
-    ``loop`` replays several times (or ``forever``); ``start``/``end`` cut a window (seconds
-    from the first item); ``ids``/``filters`` select CAN ids; ``types`` selects event types.
+    ``loop`` replays several times (or ``forever``): with the original timestamps each pass
+    after the first is shifted to start ``loop_gap`` seconds (default 1) after the previous
+    pass's last item -- the recording's length plus the gap -- so time never runs backwards
+    and the flow sees one longer session (ride ids differ per pass, detectors do not see
+    time jump back); pacing waits the gap too. ``start``/``end`` cut a window (seconds from
+    the first item); ``ids``/``filters`` select CAN ids; ``types`` selects event types.
 
     Tolerant reading: a corrupt line (text formats) is reported with file and line number,
     counted in ``errors`` and ``corrupt``, and skipped; an unterminated last line (a recording
@@ -366,6 +378,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
                 accept=accept,
                 batch_size=READ_BATCH,
                 stopped=halt.is_set,
+                loop_gap=cfg.loop_gap if cfg.timestamps == "original" else None,
             ):
                 while not self._slots.acquire(timeout=0.2):
                     if halt.is_set():

@@ -86,7 +86,7 @@ def _ids(text: str) -> list[int]:
 def replay_options(args: argparse.Namespace, progress: float) -> dict[str, Any]:
     """The ``replay_source`` config from the command line (pure)."""
     opts: dict[str, Any] = {"path": args.file, "speed": args.speed, "loop": args.loop}
-    for key in ("max_gap", "start", "end", "ids", "timestamps"):
+    for key in ("max_gap", "loop_gap", "start", "end", "ids", "timestamps"):
         value = getattr(args, key)
         if value is not None:
             opts[key] = None if value == "none" else value
@@ -208,6 +208,13 @@ def register(sub: Any) -> None:
         type=_max_gap,
         metavar="S",
         help="shorten silences to S seconds (default 60; 'none' keeps every gap)",
+    )
+    p.add_argument(
+        "--loop-gap",
+        type=float,
+        metavar="S",
+        help="with --loop: each pass continues S seconds after the previous one's last frame "
+        "(timestamps shifted by the recording's length plus S; default 1)",
     )
     p.add_argument("--start", type=float, metavar="S", help="skip the first S seconds")
     p.add_argument("--end", type=float, metavar="S", help="stop S seconds after the first frame")

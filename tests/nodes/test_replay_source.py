@@ -283,3 +283,48 @@ def test_default_flow_replay_is_deterministic_at_any_speed(
     fast, paced = runs
     assert len(fast) == len(frames) - 1 > 500
     assert fast == paced
+
+
+def test_loop_passes_continue_in_time(registry: Registry, tmp_path: Path) -> None:
+    times = [100.0 + i * 0.05 for i in range(5)]  # 0 .. 0.2 s
+    path = write_log(tmp_path / "l.log", frames_at(times))
+    got, _, _ = run_replay(registry, path, loop=3)
+    stamps = [m.timestamp for m in got]
+    # each pass starts loop_gap (1 s) after the previous pass's last frame
+    expected = [t + k * (0.2 + 1.0) for k in range(3) for t in times]
+    assert stamps == [pytest.approx(t, abs=1e-6) for t in expected]
+    got, _, _ = run_replay(registry, path, loop=2, loop_gap=0.0, start=0.08)
+    assert [m.timestamp for m in got] == [
+        pytest.approx(t, abs=1e-6) for t in (100.1, 100.15, 100.2, 100.2, 100.25, 100.3)
+    ]
+    got, _, elapsed = run_replay(registry, path, loop=2, loop_gap=0.3, speed=1)
+    assert elapsed >= 0.2 + 0.3 + 0.2 - 0.02  # the pacing waits the gap too
+    assert got[5].timestamp == pytest.approx(100.5, abs=1e-6)
+
+
+def test_looped_replay_through_the_default_flow_gives_one_ride_per_pass(
+    registry: Registry, tmp_path: Path
+) -> None:
+    sim = ElevatorSim(ElevatorParams(seed=5, trips=1, dwell_min=1.0, dwell_max=1.0))
+    t0 = 1737319234.0
+    frames = [
+        can.Message(timestamp=t0 + f.t, arbitration_id=f.can_id, is_extended_id=False, data=f.data)
+        for f in sim.frames()
+    ]
+    path = write_log(tmp_path / "one-ride.log", frames)
+    doc = default_flow_on(path, "max")
+    doc.data["nodes"]["bus"]["loop"] = 3
+    doc.data["nodes"]["rides"]["wires"] = [*doc.data["nodes"]["rides"]["wires"], "events"]
+    RECEIVED.clear()
+    engine = Engine(compile_document(doc, registry))
+    assert asyncio.run(asyncio.wait_for(engine.run(), 60)) == "all sources finished"
+    ends = [e["payload"] for e in RECEIVED["events"] if e["type"] == "ride_end"]
+    assert len(ends) == 3 and len({e["ride_id"] for e in ends}) == 3
+    assert all(e["complete"] for e in ends)
+    length = frames[-1].timestamp - frames[0].timestamp + 1.0
+    for k, end in enumerate(ends):
+        assert end["start_ts"] == pytest.approx(t0 + sim.trips[0].start_t + k * length, abs=0.05)
+    counters = engine.nodes["rides"].counters.extra
+    assert "out_of_order" not in counters
+    # each seam is a 1 s gap where the position jumps back: a dropout per channel
+    assert counters["dropouts"] == 2 * 2
