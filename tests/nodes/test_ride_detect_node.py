@@ -4,12 +4,14 @@ les02_sim -> can_source -> les02_parse -> ride_detect -> test sink on a virtual 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from pydantic import Field
 from reactivex.subject import Subject
 
 from les02_flow.compiler import compile_document
@@ -243,3 +245,130 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
     assert sum(e["type"] == "position_sample" for e in RECEIVED) > 1000
     assert not [e for e in RECEIVED if e["type"] == "relevel"]
     assert engine.nodes["rides"].counters.errors == 0
+
+
+STALLS: list[float] = []  # wall-clock times the staller blocked the loop
+
+
+class StallConfig(NodeConfig):
+    block: float = Field(default=0.15, description="seconds each stall blocks the loop")
+    times: int = Field(default=2, description="how many rides get a stall")
+
+
+class Staller(Node[StallConfig]):
+    """Test sink: blocks the event loop ``block`` seconds mid-ride, ``times`` times (in
+    different rides) -- a GC pause or a loaded host. The simulator runs on the same loop, so
+    its frames come late and then in a burst, exactly as after a real stall."""
+
+    type_name: ClassVar[str] = "stall_loop"
+    input_kind: ClassVar[Kind | None] = Kind.EVENT
+    output_ports: ClassVar[Mapping[str, Kind]] = {}
+
+    def __init__(self, node_id: str, config: StallConfig, ctx: Context) -> None:
+        super().__init__(node_id, config, ctx)
+        self.rest: int | None = None
+        self.prev = -1
+        self.still = 0
+        self.armed = False
+
+    def consume(self, message: Any) -> None:
+        if message.get("type") != "position_sample" or message["payload"]["channel"] != "master":
+            return
+        raw = message["payload"]["position_raw"]
+        self.still = self.still + 1 if raw == self.prev else 0
+        self.prev = raw
+        if self.still >= 50:  # standing: the next ride gets a stall
+            self.rest, self.armed = raw, True
+        elif self.armed and self.rest is not None and abs(raw - self.rest) > 400:
+            self.armed = False
+            if len(STALLS) < self.config.times:
+                STALLS.append(time.time())
+                time.sleep(self.config.block)  # blocks the whole loop, on purpose
+
+
+def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_speeds() -> None:
+    RECEIVED.clear()
+    STALLS.clear()
+    registry = default_registry(plugins=False).extended(Collect, Staller, origin="tests")
+    # frame time runs 2x faster than the simulation: the rules are scaled. (Faster would
+    # make the backlog after a stall drain slowly -- the simulator shares the stalled loop --
+    # unlike a real reader, which catches up at once.)
+    speed = 2.0
+    channel = f"rides-stall-{uuid.uuid4().hex}"
+    trips = 2
+    flow = compile_document(
+        FlowDocument(
+            path="test",
+            data={
+                "version": 1,
+                "nodes": {
+                    "sim": {
+                        "type": "les02_sim",
+                        "channel": channel,
+                        "trips": trips,
+                        "seed": 11,
+                        "speed": speed,
+                        "floors_mm": [0, 1000, 2000],
+                        "dwell_min": 2.5,  # longer than stop_time (2 s simulated)
+                        "dwell_max": 3.0,
+                        "status_interval": 0,
+                    },
+                    "bus": {"type": "can_source", "channel": channel, "wires": ["parse"]},
+                    "parse": {"type": "les02_parse", "wires": {"out": ["rides", "stall"]}},
+                    "stall": {"type": "stall_loop"},
+                    "rides": {
+                        "type": "ride_detect",
+                        "rate_hz": 250.0 * speed,
+                        "window": 0.2 / speed,
+                        "start_speed": 15.0 * speed,
+                        "start_time": 0.05 / speed,
+                        "stop_speed": 8.0 * speed,
+                        "stop_time": 2.0 / speed,
+                        "fit_span": 0.25 / speed,
+                        "fit_search": 0.6 / speed,
+                        "idle_timeout": 0.5,
+                        "live_grace": 0.05,
+                        "wires": ["sink"],
+                    },
+                    "sink": {"type": "collect_rides"},
+                },
+            },
+        ),
+        registry,
+    )
+
+    async def main() -> Engine:
+        engine = Engine(flow)
+        await engine.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                if sum(e["type"] == "ride_end" for e in RECEIVED) >= trips:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await engine.stop()
+        return engine
+
+    engine = asyncio.run(main())
+    assert len(STALLS) == 2, "the loop was not stalled"
+    samples = [e for e in RECEIVED if e["type"] == "position_sample"]
+    master = [e["ts"] for e in samples if e["payload"]["channel"] == "master"]
+    # the stall really shows in the stamps: a gap of > 100 ms, then a burst
+    gaps = [b - a for a, b in itertools.pairwise(master)]
+    big = [i for i, g in enumerate(gaps) if g > 0.1]
+    assert len(big) >= 2, f"largest gaps {sorted(gaps)[-3:]}"
+    assert any(sum(g < 0.0005 for g in gaps[i + 1 : i + 40]) >= 20 for i in big)
+    sim = engine.nodes["sim"]
+    assert isinstance(sim, Les02Sim)
+    truth = sim.sim.trips
+    ends = [e["payload"] for e in RECEIVED if e["type"] == "ride_end"]
+    assert len(truth) == trips and len(ends) == trips, [e["max_speed_mm_s"] for e in ends]
+    for trip, ride in zip(truth, ends, strict=True):
+        assert ride["distance_raw"] == abs(round(trip.to_mm) - round(trip.from_mm))
+        peak = trip.peak_speed_mm_s * speed  # in frame time
+        assert abs(ride["max_speed_mm_s"] - peak) <= 0.05 * peak, (ride, peak)
+        assert ride["complete"] is True
+    assert not [e["payload"] for e in RECEIVED if e["type"] in ("relevel", "dropout")], (
+        engine.nodes["bus"].counters.as_dict()
+    )

@@ -165,6 +165,7 @@ def test_sigterm_at_5000_frames_per_second_delivers_every_accepted_frame(tmp_pat
             sys.executable, "-m", "les02_flow.cli", "run", "flows/default.yaml",
             "--stats-interval", "0",
             "--set", "sim.rate_hz=2500", "--set", "sim.channel=rel-shutdown",
+            "--set", "rides.rate_hz=2500",
             "--set", "bus.interface=virtual", "--set", "bus.channel=rel-shutdown",
             "--set", "ws.host=127.0.0.1", "--set", "ws.port=0",
             "--set", "tcp.host=127.0.0.1", "--set", "tcp.port=0",
