@@ -575,6 +575,7 @@ class SampleClock:
             t = floor
         if t > h:
             t = h
+        t = round(t, 6)  # whole microseconds, like the stamps: no float noise in ids and ts
         # period estimate: blocks of gap-free de-jittered samples
         if last is None or not 0.5 * period < t - last < 1.5 * period:
             self._run_t0, self._run_n = t, 0
