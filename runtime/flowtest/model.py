@@ -76,6 +76,8 @@ class CountBound(BaseModel):
     range: tuple[int, int] | None = Field(
         default=None, description="[lo, hi]: at least lo and at most hi (both included)."
     )
+    min: int | None = Field(default=None, description="At least this many (same as ge).")
+    max: int | None = Field(default=None, description="At most this many (same as le).")
 
     @model_validator(mode="before")
     @classmethod
@@ -92,9 +94,9 @@ class CountBound(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> CountBound:
-        if all(getattr(self, k) is None for k in ("eq", "ne", "lt", "le", "gt", "ge", "range")):
+        if all(getattr(self, k) is None for k in _BOUNDS):
             raise ValueError(
-                "count needs a number or at least one of eq, ne, lt, le, gt, ge, range"
+                "count needs a number or at least one of min, max, eq, ne, lt, le, gt, ge, range"
             )
         if self.range is not None and self.range[0] > self.range[1]:
             raise ValueError(f"count range needs lo <= hi, got {list(self.range)}")
@@ -110,21 +112,27 @@ class CountBound(BaseModel):
             and (self.gt is None or n > self.gt)
             and (self.ge is None or n >= self.ge)
             and (self.range is None or self.range[0] <= n <= self.range[1])
+            and (self.min is None or n >= self.min)
+            and (self.max is None or n <= self.max)
         )
 
     def describe(self) -> str:
         """``3``, ``>= 1 and <= 4``, ``1..4``."""
-        if self.eq is not None and all(
-            getattr(self, k) is None for k in ("ne", "lt", "le", "gt", "ge", "range")
-        ):
+        if self.eq is not None and all(getattr(self, k) is None for k in _BOUNDS if k != "eq"):
             return str(self.eq)
-        symbols = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+        symbols = {
+            "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
+            "min": ">=", "max": "<=",
+        }  # fmt: skip
         parts = [
             f"{symbols[k]} {getattr(self, k)}" for k in symbols if getattr(self, k) is not None
         ]
         if self.range is not None:
             parts.append(f"{self.range[0]}..{self.range[1]}")
         return " and ".join(parts)
+
+
+_BOUNDS = ("eq", "ne", "lt", "le", "gt", "ge", "range", "min", "max")
 
 
 Match = list[Condition]

@@ -278,7 +278,11 @@ def plan_test(
     path = input_path(spec, file.base_dir)
     if path is not None:
         if not path.is_file():
-            errs.add(("input", "file"), f"input: recording '{spec.file}' not found ({path})")
+            errs.add(
+                ("input", "file"),
+                f"input: recording '{spec.file}' not found ({path}; paths are relative to "
+                "the test file)",
+            )
         if kind is Kind.EVENT and spec.ids:
             errs.add(
                 ("input", "ids"), "input: 'ids' selects frames, but the recording holds events"

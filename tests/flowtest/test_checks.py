@@ -100,6 +100,9 @@ def test_failing_condition_shows_the_value(run_tests: Any) -> None:
         ("{range: [4, 9]}", False),
         ("{ne: 0}", True),
         ("{ne: 3}", False),
+        ("{min: 3, max: 3}", True),
+        ("{min: 4}", False),
+        ("{max: 2}", False),
     ],
 )
 def test_count(run_tests: Any, count: str, holds: bool) -> None:
