@@ -432,6 +432,12 @@ class MqttSink(Node[MqttSinkConfig]):
         assert spool is not None
         while True:
             await asyncio.sleep(self.config.flush_interval)
+            if not spool.needs_flush():
+                spool.expire()  # the age limit, without a trip to the worker thread
+                dropped = spool.take_dropped()
+                if dropped:
+                    self._spool_dropped(dropped)
+                continue
             try:
                 await asyncio.to_thread(spool.flush)
             except OSError as exc:

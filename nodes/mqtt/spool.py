@@ -134,7 +134,7 @@ class Spool:
         self._done = 0  # every seq <= _done is acknowledged or dropped
         self._next_seq = 1
         self._buffer: list[SpoolRecord] = []  # appended, not yet written
-        self._written_done = -1
+        self._written_done = 0  # "nothing done" needs no file
         self._segments: list[tuple[int, Path]] = []  # (first seq, path), oldest first
         self._current: tuple[int, Path, int] | None = None  # (first seq, path, size)
         self._dropped_unlogged = 0
@@ -172,6 +172,11 @@ class Spool:
         """The seq the next :meth:`append` gets (seqs grow by one and survive restarts)."""
         with self._lock:
             return self._next_seq
+
+    def needs_flush(self) -> bool:
+        """True when :meth:`flush` has something to write (appended records, a new mark)."""
+        with self._lock:
+            return self.dir is not None and (bool(self._buffer) or self._done != self._written_done)
 
     def take_dropped(self) -> int:
         """Messages dropped by the limits since the last call (for logging)."""

@@ -133,3 +133,17 @@ def test_unusable_directory(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(SpoolError, match="cannot use spool directory"):
         make(f / "spool")
+
+
+def test_needs_flush_only_with_something_to_write(tmp_path: Path) -> None:
+    sp = make(tmp_path)
+    assert not sp.needs_flush()
+    sp.append("t", b"x")
+    assert sp.needs_flush()
+    sp.flush()
+    assert not sp.needs_flush()
+    sp.ack(sp.next_unsent(1)[0].seq)
+    assert sp.needs_flush()  # the acknowledged mark must reach the disk
+    sp.flush()
+    assert not sp.needs_flush()
+    assert not make(None).needs_flush()
