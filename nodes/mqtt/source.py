@@ -76,6 +76,13 @@ class MqttSourceConfig(MqttConnectionConfig):
         description="Seconds the broker keeps this subscriber's session (and queues its QoS 1 "
         "messages) while it is disconnected; 0 = clean session each time.",
     )
+    backoff_max: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest reconnect delay in seconds (shorter than mqtt_sink's 30 s: after a "
+        "broker restart the central should be subscribed again before the edges send their "
+        "spools, in case the broker lost its sessions).",
+    )
     dedup: bool = Field(
         default=True, description="Drop QoS 1 duplicates (a seq already seen per site/source)."
     )
