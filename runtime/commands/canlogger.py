@@ -2,8 +2,8 @@
 
 Same flags as the seed (``-i/--interface``, ``-c/--channel``, ``-b/--bitrate``, ``-p/--port``,
 ``-v/--verbose``, ``--auto``, ``--service-name``, ``--no-zeroconf``) plus ``--host``. The flags
-become ``--set`` overrides of the flow file, so ``canlogger`` behaves like ``run`` (signals,
-stats, exit codes).
+become overrides of the flow file (as typed values, before ``--set``), so ``canlogger``
+behaves like ``run`` (signals, stats, exit codes).
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ from typing import Any
 
 import can
 
-from les02_flow.cliutil import (
-    add_command,
-    add_run_options,
-    add_set_option,
-    run_document,
-)
+from les02_flow import cliargs
+from les02_flow.clirun import run_document
 from les02_flow.flowfile import apply_sets, load_flow
 
-__all__ = ["AUTO_CANDIDATES", "ORDER", "auto_detect", "canlogger_sets", "flow_path", "register"]
+__all__ = ["AUTO_CANDIDATES", "ORDER", "auto_detect", "flow_path", "register"]
 
 ORDER = 40
 
@@ -105,22 +101,14 @@ def auto_detect(
     return None
 
 
-def canlogger_sets(args: argparse.Namespace) -> list[str]:
-    """The ``--set`` overrides the seed-style flags stand for."""
-    sets: list[str] = []
-    if args.interface is not None:
-        sets.append(f"bus.interface={args.interface}")
-    if args.channel is not None:
-        sets.append(f"bus.channel={args.channel}")
-    if args.bitrate is not None:
-        sets.append(f"bus.bitrate={args.bitrate}")
-    sets.append(f"tcp.host={args.host}")
-    sets.append(f"tcp.port={args.port if args.port is not None else 'auto'}")
-    if args.no_zeroconf:
-        sets.append("tcp.zeroconf=false")
-    if args.service_name is not None:
-        sets.append(f"tcp.service_name={args.service_name}")
-    return [*sets, *args.set]
+#: flag -> the config key it sets
+FLAGS = {
+    **cliargs.bus_flags("bus"),
+    "host": "tcp.host",
+    "port": "tcp.port",
+    "service_name": "tcp.service_name",
+}
+SWITCHES = {"no_zeroconf": ("tcp.zeroconf", False)}
 
 
 def cmd_canlogger(args: argparse.Namespace) -> int:
@@ -134,7 +122,8 @@ def cmd_canlogger(args: argparse.Namespace) -> int:
         args.interface, args.channel = found
     doc = load_flow(args.flow or flow_path())
     if doc.data is not None:
-        apply_sets(doc, canlogger_sets(args))
+        cliargs.apply_overrides(doc, cliargs.flag_overrides(args, FLAGS, SWITCHES))
+        apply_sets(doc, args.set)
         if args.verbose and isinstance(doc.data.get("nodes"), dict):
             nodes = doc.data["nodes"]
             bus = nodes.get("bus")
@@ -145,8 +134,8 @@ def cmd_canlogger(args: argparse.Namespace) -> int:
     return run_document(doc, args.stats_interval)
 
 
-def register(sub: Any) -> None:
-    p = add_command(
+def register(sub: cliargs.Subparsers) -> None:
+    p = cliargs.add_command(
         sub,
         "canlogger",
         cmd_canlogger,
@@ -157,10 +146,16 @@ def register(sub: Any) -> None:
         "  les02-flow canlogger --auto --service-name 'ECUconnect-Logger bench'\n"
         "  les02-flow canlogger -i virtual -c test --host 127.0.0.1 --no-zeroconf",
     )
-    p.add_argument("-i", "--interface", help="python-can interface (default socketcan)")
-    p.add_argument("-c", "--channel", help="interface channel (default can0)")
-    p.add_argument("-b", "--bitrate", type=int, help="bitrate in bit/s (default 500000)")
-    p.add_argument("-p", "--port", type=int, help="TCP port (default: first free from 42420)")
+    cliargs.add_bus_options(
+        p, interface=None, channel=None, what=" (default: socketcan can0, 500000)"
+    )
+    p.add_argument(
+        "-p",
+        "--port",
+        type=cliargs.port_or_auto,
+        default="auto",
+        help="TCP port, or auto: the first free from 42420 (default auto)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each frame (candump -L)")
     p.add_argument(
         "--auto",
@@ -178,5 +173,5 @@ def register(sub: Any) -> None:
         "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as the seed)"
     )
     p.add_argument("--flow", help="use this flow file instead of flows/canlogger.yaml")
-    add_set_option(p)
-    add_run_options(p)
+    cliargs.add_set_option(p)
+    cliargs.add_run_options(p)

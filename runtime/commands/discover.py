@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from les02_flow.cliutil import add_command, positive_float
+from les02_flow.cliargs import Subparsers, add_command, positive_float
 
 __all__ = ["ORDER", "register"]
 
@@ -47,7 +47,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = add_command(
         sub,
         "discover",

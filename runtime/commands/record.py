@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
 
-from les02_flow.cliutil import (
-    add_command,
-    add_run_options,
-    add_set_option,
-    positive_float,
-    run_document,
-)
+from les02_flow import cliargs
+from les02_flow.clirun import run_document
 from les02_flow.flowfile import FlowDocument, apply_sets
 
 __all__ = ["ORDER", "record_flow", "register"]
@@ -36,36 +30,42 @@ EXAMPLES = """\
   les02-flow record x.log --set bus.filters='[{can_id: 0x80, can_mask: 0x7FE}]'"""  # noqa: E501
 
 
-def record_flow(args: argparse.Namespace) -> dict[str, Any]:
-    """The flow ``record`` runs, as data (pure)."""
-    bus: dict[str, Any] = {
-        "type": "can_source",
-        "interface": args.interface,
-        "channel": args.channel,
-        "wires": ["recorder"],
-    }
-    if args.bitrate is not None:
-        bus["bitrate"] = args.bitrate
-    if args.fd:
-        bus["fd"] = True
-    recorder: dict[str, Any] = {"type": "file_recorder", "path": args.out}
-    if args.max_bytes is not None:
-        recorder["max_bytes"] = args.max_bytes
-    if args.max_seconds is not None:
-        recorder["max_seconds"] = args.max_seconds
-    if args.flush_interval is not None:
-        recorder["flush_interval"] = args.flush_interval
-    return {"version": 1, "name": "record", "nodes": {"bus": bus, "recorder": recorder}}
+#: flag -> the config key it sets
+FLAGS = {
+    **cliargs.bus_flags("bus"),
+    "out": "recorder.path",
+    "max_bytes": "recorder.max_bytes",
+    "max_seconds": "recorder.max_seconds",
+    "flush_interval": "recorder.flush_interval",
+}
+SWITCHES = {"fd": ("bus.fd", True)}
+
+
+def record_flow(args: argparse.Namespace) -> FlowDocument:
+    """The flow ``record`` runs: ``bus`` wired into ``recorder``, the flags applied."""
+    doc = FlowDocument(
+        path="les02-flow record",
+        data={
+            "version": 1,
+            "name": "record",
+            "nodes": {
+                "bus": {"type": "can_source", "wires": ["recorder"]},
+                "recorder": {"type": "file_recorder"},
+            },
+        },
+    )
+    cliargs.apply_overrides(doc, cliargs.flag_overrides(args, FLAGS, SWITCHES))
+    return doc
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    doc = FlowDocument(path="les02-flow record", data=record_flow(args))
+    doc = record_flow(args)
     apply_sets(doc, args.set)
     return run_document(doc, args.stats_interval, duration=args.duration)
 
 
-def register(sub: Any) -> None:
-    p = add_command(
+def register(sub: cliargs.Subparsers) -> None:
+    p = cliargs.add_command(
         sub,
         "record",
         cmd_record,
@@ -79,20 +79,25 @@ def register(sub: Any) -> None:
         help="file to write; the suffix picks the format; may hold {start:%%Y%%m%%d-%%H%%M%%S}, "
         "{time:...}, {n}; directories are created, existing files never overwritten",
     )
-    p.add_argument("--interface", "-i", default="virtual", help="python-can interface")
-    p.add_argument("--channel", "-c", default="les02", help="bus channel (default les02)")
-    p.add_argument("--bitrate", "-b", type=int, help="bitrate in bit/s (hardware interfaces)")
+    cliargs.add_bus_options(p, interface="virtual", channel="les02")
     p.add_argument("--fd", action="store_true", help="open the bus in CAN FD mode")
-    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
-    p.add_argument("--max-bytes", type=int, metavar="N", help="rotate files at N bytes")
     p.add_argument(
-        "--max-seconds", type=positive_float, metavar="S", help="rotate files every S seconds"
+        "--duration", type=cliargs.positive_float, metavar="S", help="stop after S seconds"
+    )
+    p.add_argument(
+        "--max-bytes", type=cliargs.positive_int, metavar="N", help="rotate files at N bytes"
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=cliargs.positive_float,
+        metavar="S",
+        help="rotate files every S seconds",
     )
     p.add_argument(
         "--flush-interval",
-        type=positive_float,
+        type=cliargs.positive_float,
         metavar="S",
         help="seconds between flushes to disk (default 1)",
     )
-    add_set_option(p)
-    add_run_options(p)
+    cliargs.add_set_option(p)
+    cliargs.add_run_options(p)

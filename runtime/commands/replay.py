@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from typing import Any
 
-from les02_flow.cliutil import (
-    add_command,
-    add_run_options,
-    add_set_option,
-    run_document,
-)
+from les02_flow import cliargs
+from les02_flow.clirun import run_document
 from les02_flow.flowfile import FlowDocument, FlowError, Location, apply_sets, load_flow
 from les02_flow.registry import default_registry
 
@@ -38,49 +33,6 @@ EXAMPLES = """\
   les02-flow replay session.log --flow flows/default.yaml --speed max
   les02-flow replay ride.blf --flow flows/default.yaml --loop forever --max-gap 5
   les02-flow replay events.jsonl --speed 10                      print recorded events"""
-
-
-def _speed(text: str) -> float | str:
-    if text.strip().lower() == "max":
-        return "max"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'max': {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (or 'max'): {text!r}")
-    return value
-
-
-def _loop(text: str) -> int | str:
-    if text.strip().lower() == "forever":
-        return "forever"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count or 'forever': {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'forever'): {text!r}")
-    return value
-
-
-def _max_gap(text: str) -> float | str:
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (or 'none'): {text!r}")
-    return value
-
-
-def _ids(text: str) -> list[int]:
-    try:
-        return [int(part.strip(), 0) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ids like 0x80,0x81: {text!r}") from None
 
 
 def replay_options(args: argparse.Namespace, progress: float) -> dict[str, Any]:
@@ -188,7 +140,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = add_command(
+    p = cliargs.add_command(
         sub,
         "replay",
         cmd_replay,
@@ -198,27 +150,44 @@ def register(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", help="recording (.log .asc .blf .csv .trc .db .jsonl)")
     p.add_argument("--flow", metavar="FLOW", help="run FLOW with its can_source(s) replaced")
     p.add_argument(
-        "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor or max (default 1)"
+        "--speed",
+        type=cliargs.speed_or_max,
+        default=1.0,
+        metavar="X|max",
+        help="time factor or max (default 1)",
     )
     p.add_argument(
-        "--loop", type=_loop, default=1, metavar="N|forever", help="play N times (default 1)"
+        "--loop",
+        type=cliargs.count_or_forever,
+        default=1,
+        metavar="N|forever",
+        help="play N times (default 1)",
     )
     p.add_argument(
         "--max-gap",
-        type=_max_gap,
+        type=cliargs.seconds_or_none,
         metavar="S",
         help="shorten silences to S seconds (default 60; 'none' keeps every gap)",
     )
     p.add_argument(
         "--loop-gap",
-        type=float,
+        type=cliargs.non_negative_float,
         metavar="S",
         help="with --loop: each pass continues S seconds after the previous one's last frame "
         "(timestamps shifted by the recording's length plus S; default 1)",
     )
-    p.add_argument("--start", type=float, metavar="S", help="skip the first S seconds")
-    p.add_argument("--end", type=float, metavar="S", help="stop S seconds after the first frame")
-    p.add_argument("--ids", type=_ids, metavar="ID,...", help="only these CAN ids, e.g. 0x80,0x81")
+    p.add_argument(
+        "--start", type=cliargs.non_negative_float, metavar="S", help="skip the first S seconds"
+    )
+    p.add_argument(
+        "--end",
+        type=cliargs.non_negative_float,
+        metavar="S",
+        help="stop S seconds after the first frame",
+    )
+    p.add_argument(
+        "--ids", type=cliargs.can_ids, metavar="ID,...", help="only these CAN ids, e.g. 0x80,0x81"
+    )
     p.add_argument(
         "--timestamps",
         choices=["original", "now"],
@@ -229,10 +198,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--progress",
-        type=float,
+        type=cliargs.non_negative_float,
         metavar="S",
         help="seconds between progress reports (0 = off; default: a bar on a terminal, "
         "a log line every 10 s otherwise)",
     )
-    add_set_option(p)
-    add_run_options(p)
+    cliargs.add_set_option(p)
+    cliargs.add_run_options(p)

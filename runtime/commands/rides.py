@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..cliutil import Subparsers, add_command
+from ..cliargs import Subparsers, add_command
 
 ORDER = 50
 

@@ -12,15 +12,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import (
-    add_command,
-    add_run_options,
-    add_set_option,
-    print_errors,
-    run_flow,
-)
+from .. import cliargs
+from ..clirun import print_errors, run_flow
 from ..compiler import CompiledFlow, compile_document
-from ..flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
+from ..flowfile import FlowDocument, FlowErrors, Location, apply_sets, load_flow
 
 __all__ = ["BUILTIN_FLOW", "FLOW_FILE", "ORDER", "build_flow", "register"]
 
@@ -45,7 +40,7 @@ BUILTIN_FLOW: dict[str, Any] = {
         },
         "tcp": {
             "type": "ecuconnect_tcp_sink",
-            "host": "0.0.0.0",
+            "host": "127.0.0.1",
             "port": "auto",
             "zeroconf": True,
             "service_name": "ECUconnect-Logger Mock-UDS {hostname}:{port}",
@@ -59,39 +54,21 @@ EXAMPLES = """\
   les02-flow uds-sim -v --speed 2.0                   print every frame, twice as fast
   les02-flow uds-sim --no-loop                        one session, then exit
   les02-flow uds-sim --tester-id 0x7E2 --ecu-id 0x7EA -p 42420 --no-zeroconf
-  les02-flow uds-sim --host 127.0.0.1 --seed 7 --set uds.transfer_blocks=300"""
+  les02-flow uds-sim --host 0.0.0.0 --seed 7 --set uds.transfer_blocks=300   serve the LAN"""
 
 
-def _can_id(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r} (use e.g. 0x7E0)") from None
-    if not 0 <= value <= 0x7FF:
-        raise argparse.ArgumentTypeError(f"not an 11-bit CAN id (0..0x7FF): {text!r}")
-    return value
-
-
-def _port(text: str) -> int | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0..65535 or 'auto')") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range (0..65535): {text!r}")
-    return value
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
+#: flag -> the config key it sets
+FLAGS = {
+    "host": "tcp.host",
+    "port": "tcp.port",
+    "service_name": "tcp.service_name",
+    "tester_id": "uds.tester_id",
+    "ecu_id": "uds.ecu_id",
+    "functional_id": "uds.functional_id",
+    "speed": "uds.speed",
+    "seed": "uds.seed",
+}
+SWITCHES = {"no_loop": ("uds.loop", False), "no_zeroconf": ("tcp.zeroconf", False)}
 
 
 def _load() -> FlowDocument:
@@ -109,32 +86,7 @@ def build_flow(args: argparse.Namespace) -> CompiledFlow:
     nodes = doc.data.get("nodes") if isinstance(doc.data, dict) else None
     if doc.errors or not isinstance(nodes, dict):
         return compile_document(doc)  # raises with the file's own errors
-    overrides: list[tuple[str, str, Any, str]] = [("tcp", "host", args.host, "--host")]
-    for node, key, value, flag in (
-        ("tcp", "port", args.port, "--port"),
-        ("tcp", "service_name", args.service_name, "--service-name"),
-        ("uds", "tester_id", args.tester_id, "--tester-id"),
-        ("uds", "ecu_id", args.ecu_id, "--ecu-id"),
-        ("uds", "functional_id", args.functional_id, "--functional-id"),
-        ("uds", "speed", args.speed, "--speed"),
-        ("uds", "seed", args.seed, "--seed"),
-    ):
-        if value is not None:
-            overrides.append((node, key, value, flag))
-    if args.no_loop:
-        overrides.append(("uds", "loop", False, "--no-loop"))
-    if args.no_zeroconf:
-        overrides.append(("tcp", "zeroconf", False, "--no-zeroconf"))
-    for node, key, value, flag in overrides:
-        target = nodes.get(node)
-        if not isinstance(target, dict):
-            doc.errors.append(
-                FlowError(Location(flag), f"{flag}: the flow has no node '{node}'", node)
-            )
-            continue
-        target[key] = value
-        doc.values[("nodes", node, key)] = Location(flag)
-        doc.keys[("nodes", node, key)] = Location(flag)
+    cliargs.apply_overrides(doc, cliargs.flag_overrides(args, FLAGS, SWITCHES))
     if args.verbose:
         nodes["debug"] = {"type": "debug"}
         doc.values[("nodes", "debug")] = Location("-v")
@@ -156,8 +108,8 @@ def cmd_uds_sim(args: argparse.Namespace) -> int:
     return run_flow(flow, args.stats_interval)
 
 
-def register(sub: Any) -> None:
-    p = add_command(
+def register(sub: cliargs.Subparsers) -> None:
+    p = cliargs.add_command(
         sub,
         "uds-sim",
         cmd_uds_sim,
@@ -168,21 +120,33 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-p",
         "--port",
-        type=_port,
+        type=cliargs.port_or_auto,
         help="TCP port, or 'auto' = first free port >= 42420 (default auto)",
     )
     p.add_argument(
-        "--host", default="0.0.0.0", help="address to listen on (default %(default)s: all IPv4)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 lets "
+        "CANcorder on another machine connect)",
     )
     p.add_argument(
-        "--tester-id", type=_can_id, metavar="ID", help="tester request id (default 0x7E0)"
-    )
-    p.add_argument("--ecu-id", type=_can_id, metavar="ID", help="ECU response id (default 0x7E8)")
-    p.add_argument(
-        "--functional-id", type=_can_id, metavar="ID", help="OBD-II functional id (default 0x7DF)"
+        "--tester-id", type=cliargs.can_id, metavar="ID", help="tester request id (default 0x7E0)"
     )
     p.add_argument(
-        "-s", "--speed", type=_speed, metavar="X", help="time factor, 2.0 = twice as fast"
+        "--ecu-id", type=cliargs.can_id, metavar="ID", help="ECU response id (default 0x7E8)"
+    )
+    p.add_argument(
+        "--functional-id",
+        type=cliargs.can_id,
+        metavar="ID",
+        help="OBD-II functional id (default 0x7DF)",
+    )
+    p.add_argument(
+        "-s",
+        "--speed",
+        type=cliargs.positive_float,
+        metavar="X",
+        help="time factor, 2.0 = twice as fast",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="print every frame (adds a debug node)"
@@ -196,5 +160,5 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-zeroconf", action="store_true", help="do not advertise by zeroconf")
     p.add_argument("--seed", type=int, help="random seed: the same seed gives the same traffic")
-    add_set_option(p)
-    add_run_options(p)
+    cliargs.add_set_option(p)
+    cliargs.add_run_options(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import textwrap
@@ -10,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
+
+from les02_flow.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -47,13 +51,41 @@ BUILTINS = (
 
 
 def test_help_lists_every_command_with_examples(cli: Cli) -> None:
-    top = cli("--help")
+    top = cli("--help")  # the installed entry point, once; every command's help in-process
     assert top.returncode == 0
-    for command in COMMANDS:
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    assert set(COMMANDS) <= set(subparsers.choices)
+    for command, parser in subparsers.choices.items():
         assert command in top.stdout
-        sub = cli(command, "--help")
-        assert sub.returncode == 0, sub.stderr
-        assert "examples:" in sub.stdout and f"les02-flow {command}" in sub.stdout
+        text = parser.format_help()
+        assert "examples:" in text and f"les02-flow {command}" in text, command
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sim", "--speed", "0"], "must be > 0"),
+        (["sim", "--duration", "-1"], "must be > 0"),
+        (["replay", "x.log", "--speed", "inf"], "finite"),
+        (["uds-sim", "--tester-id", "0x800"], "not an 11-bit CAN id"),
+        (["canlogger", "--port", "70000"], "not a TCP port"),
+        (["run", "f.yaml", "--stats-interval", "nan"], "finite"),
+    ],
+)
+def test_value_parsers_reject_bad_values_alike(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_options_accept_a_zero_stats_interval() -> None:
+    args = build_parser().parse_args(["run", "f.yaml", "--stats-interval", "0"])
+    assert args.stats_interval == 0.0
 
 
 def test_shipped_flows_validate(cli: Cli) -> None:

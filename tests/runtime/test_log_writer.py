@@ -6,7 +6,7 @@ import io
 import logging
 import queue
 
-from les02_flow.cliutil import _LogWriter, _QueueingHandler
+from les02_flow.clilog import _LogWriter, _QueueingHandler
 
 
 def _record(msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
