@@ -194,6 +194,7 @@ class _EngineView(FlowView):
             if spec.id not in engine.live:
                 continue
             cls = spec.cls
+            input_kind = cls.input_kind_for(spec.config)
             nodes.append(
                 {
                     "id": spec.id,
@@ -201,8 +202,10 @@ class _EngineView(FlowView):
                     "label": spec.label,
                     "summary": cls.summary(),
                     "role": _role(spec),
-                    "input": None if cls.input_kind is None else str(cls.input_kind),
-                    "outputs": {port: str(kind) for port, kind in cls.output_ports.items()},
+                    "input": None if input_kind is None else str(input_kind),
+                    # per instance: switch ports come from its rules, pass-through kinds
+                    # are resolved along the wires
+                    "outputs": {port: str(kind) for port, kind in spec.kinds.items()},
                     "wires": {
                         port: [t for t in targets if t in engine.live]
                         for port, targets in spec.wires.items()

@@ -149,6 +149,14 @@ def _compile_rule(rule: ChangeRule) -> Edit:
             return set_envelope
         steps = _payload_steps(target, "set")
         mutable = isinstance(value, (dict, list))
+        if len(steps) == 1 and not mutable:
+            name = steps[0]
+
+            def set_top(env: dict[str, Any], payload: dict[str, Any]) -> bool:
+                payload[name] = value
+                return True
+
+            return set_top
 
         def set_field(env: dict[str, Any], payload: dict[str, Any]) -> bool:
             _write(payload, steps, copy.deepcopy(value) if mutable else value)
@@ -170,10 +178,27 @@ def _compile_rule(rule: ChangeRule) -> Edit:
         return rename
     if action == "delete":
         steps = _payload_steps(str(rule.delete), "delete")
+        if len(steps) == 1:
+            name = steps[0]
+            return lambda env, payload: payload.pop(name, _ABSENT) is not _ABSENT
         return lambda env, payload: _remove(payload, steps)
     src = _payload_steps(str(rule.scale), "scale")
     dst = _payload_steps(rule.to, "to") if rule.to else src
     factor, offset, digits = rule.factor, rule.offset, rule.digits
+    if len(src) == 1 and len(dst) == 1:
+        s0, d0 = src[0], dst[0]
+
+        def scale_top(env: dict[str, Any], payload: dict[str, Any]) -> bool:
+            x = payload.get(s0)
+            if type(x) is not int and type(x) is not float:
+                return False
+            y = x * factor + offset
+            if not math.isfinite(y):
+                return False
+            payload[d0] = round(y, digits) if digits is not None else y
+            return True
+
+        return scale_top
 
     def scale(env: dict[str, Any], payload: dict[str, Any]) -> bool:
         x = _read(payload, src)

@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from reactivex import Observable, abc
 
 from les02_flow.conditions import Condition, all_of, conditions_kind
-from les02_flow.node import Kind, Node, NodeConfig
+from les02_flow.node import Kind, Node, NodeConfig, split_stream
 
 __all__ = ["Filter", "FilterConfig", "IdMask", "frame_predicate"]
 
@@ -130,31 +131,46 @@ def frame_predicate(config: FilterConfig) -> Callable[[Any], bool]:
     True
     """
     tests: list[Callable[[Any], bool]] = []
+    checks: list[Callable[[int], bool]] = []
     ids = frozenset(config.ids)
-    rng = config.id_range
-    masks = [(m.id & m.mask, m.mask) for m in config.masks]
-    if ids or rng is not None or masks:
-        lo, hi = rng if rng is not None else (1, 0)
+    if ids:
+        checks.append(ids.__contains__)
+    if config.id_range is not None:
+        lo, hi = config.id_range
+        checks.append(lambda cid: lo <= cid <= hi)
+    for m in config.masks:
 
-        def id_ok(m: Any) -> bool:
+        def masked(cid: int, want: int = m.id & m.mask, mask: int = m.mask) -> bool:
+            return cid & mask == want
+
+        checks.append(masked)
+    id_test: Callable[[int], bool] | None
+    if not checks:
+        id_test = None
+    elif len(checks) == 1:
+        id_test = checks[0]
+    else:
+
+        def id_test(cid: int) -> bool:  # a loop: faster than any() on a generator
+            for check in checks:  # noqa: SIM110
+                if check(cid):
+                    return True
+            return False
+
+    ext, fd = config.extended, config.fd
+    if id_test is not None or ext is not None or fd is not None:
+        # one fused function for the frame criteria (the hot path of a CAN filter)
+        def frame_ok(m: Any) -> bool:
             try:
-                can_id = m.arbitration_id
+                if ext is not None and m.is_extended_id is not ext:
+                    return False
+                if fd is not None and m.is_fd is not fd:
+                    return False
+                return id_test(m.arbitration_id) if id_test is not None else True
             except AttributeError:
                 return False
-            if can_id in ids or lo <= can_id <= hi:
-                return True
-            return any(can_id & mask == want for want, mask in masks)
 
-        if masks or rng is not None:
-            tests.append(id_ok)
-        else:  # the common case: a plain id list
-            tests.append(lambda m: getattr(m, "arbitration_id", None) in ids)
-    if config.extended is not None:
-        ext = config.extended
-        tests.append(lambda m: getattr(m, "is_extended_id", None) is ext)
-    if config.fd is not None:
-        fd = config.fd
-        tests.append(lambda m: getattr(m, "is_fd", None) is fd)
+        tests.append(frame_ok)
     if config.types:
         types = frozenset(config.types)
 
@@ -211,13 +227,29 @@ class Filter(Node[FilterConfig]):
             return Kind.EVENT
         return Kind.ANY
 
-    def build(self, source: Any) -> Mapping[str, Any]:
+    def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
             raise ValueError(f"node '{self.node_id}' (filter) needs an input")
         match = frame_predicate(self.config)
         yes, no = ("rejected", "out") if self.config.invert else ("out", "rejected")
+        report = self.report_error
 
-        def route(m: Any) -> tuple[str, Any]:
-            return (yes, m) if match(m) else (no, m)
+        def subscribe(
+            observer: abc.ObserverBase[tuple[str, Any]],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            emit = observer.on_next
 
-        return self.split(source, route, _PORTS)
+            def on_next(m: Any) -> None:
+                try:
+                    ok = match(m)
+                except Exception as exc:  # predicates never raise; keep the stream anyway
+                    report(m, exc)
+                    return
+                emit((yes, m) if ok else (no, m))
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return split_stream(Observable(subscribe), _PORTS)

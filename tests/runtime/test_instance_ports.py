@@ -169,3 +169,22 @@ def test_engine_runs_a_switch_end_to_end(tmp_path: Any) -> None:
     assert "080#00000100" in master and "080#00000300" in master and "081#" not in master
     assert "081#00000200" in out["slave"].read_text(encoding="utf-8")
     assert "123#00" in out["rest"].read_text(encoding="utf-8")
+
+
+def test_flow_view_shows_instance_ports_and_resolved_kinds() -> None:
+    flow = compile_text(ROUTE)
+
+    async def main() -> dict[str, Any]:
+        engine = Engine(flow, stats_interval=0)  # built, not started: no I/O
+        view = engine.nodes["route"].ctx.flow
+        assert view is not None
+        return {n["id"]: n for n in view.graph()["nodes"]}
+
+    nodes = asyncio.run(main())
+    assert nodes["route"]["outputs"] == {
+        "rides": "event",
+        "diagnostics": "event",
+        "otherwise": "event",
+    }
+    assert nodes["route"]["input"] == "event"
+    assert nodes["parse"]["outputs"] == {"out": "event", "invalid": "frame"}
