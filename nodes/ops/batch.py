@@ -14,7 +14,7 @@ from reactivex import Observable, abc
 from les02_flow.events import Event, make_event
 from les02_flow.node import Kind, Node, NodeConfig
 
-from .common import message_time
+from .common import QuietFlush, message_time
 
 __all__ = ["Batch", "BatchConfig", "Batcher", "batch_event"]
 
@@ -81,10 +81,10 @@ class Batcher:
         events, self.events = self.events, []
         emit(batch_event(events, reason, self.source))
 
-    def flush(self, emit: Callable[[Event], None]) -> None:
-        """Emit the open batch, if any (the input ended)."""
+    def flush(self, emit: Callable[[Event], None], reason: str = "end") -> None:
+        """Emit the open batch, if any (the input ended, or went quiet: ``interval``)."""
         if self.events:
-            self._close("end", emit)
+            self._close(reason, emit)
 
 
 class BatchConfig(NodeConfig):
@@ -128,9 +128,10 @@ class Batch(Node[BatchConfig]):
 
     Live vs replay: batches are cut by event time, so a replay at full speed gives the same
     batches as the live run. Live, a batch closed by ``interval`` goes out when the next event
-    arrives (not by a wall-clock timer); if the input goes quiet, the open batch waits for the
-    next event or the end of the input. When the flow stops, the open batch goes out
-    (``reason: end``) first.
+    arrives; and when the input has been quiet for one ``interval`` of wall-clock time (a bus
+    that fell silent), the open batch goes out then (``reason: interval``). A replay at full
+    speed is never quiet that long, so it gives the same batches. When the flow stops, the
+    open batch goes out (``reason: end``) first.
     """
 
     type_name: ClassVar[str] = "batch"
@@ -155,14 +156,26 @@ class Batch(Node[BatchConfig]):
         ) -> abc.DisposableBase:
             emit = observer.on_next
             self._emit = emit
+            quiet = QuietFlush(
+                c.interval or 0.0,
+                lambda: bool(batcher.events),
+                lambda: batcher.flush(emit, "interval"),
+                lambda: self.ctx.loop,
+            )
+            self._quiet = quiet
+            activity = quiet.activity if c.interval is not None else None
 
             def on_next(m: Any) -> None:
                 try:
                     batcher.feed(m, emit)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     report(m, exc)
+                    return
+                if activity is not None:
+                    activity()
 
             def on_completed() -> None:
+                quiet.cancel()
                 batcher.flush(emit)
                 observer.on_completed()
 
@@ -174,6 +187,9 @@ class Batch(Node[BatchConfig]):
         """Send the open batch on (reason ``end``): downstream sinks stop after this node."""
         emit = getattr(self, "_emit", None)
         batcher = getattr(self, "batcher", None)
+        quiet = getattr(self, "_quiet", None)
+        if quiet is not None:
+            quiet.cancel()
         if emit is not None and batcher is not None:
             try:
                 batcher.flush(emit)

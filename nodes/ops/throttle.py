@@ -14,7 +14,7 @@ from reactivex import Observable, abc
 from les02_flow.conditions import FieldPath
 from les02_flow.node import Kind, Node, NodeConfig
 
-from .common import key_function, message_time, validate_paths
+from .common import QuietFlush, key_function, message_time, validate_paths
 
 __all__ = ["Throttle", "ThrottleConfig", "Throttler"]
 
@@ -112,6 +112,15 @@ class Throttler:
             self.ends[k] = end + self.interval
         self.next_due = min((self.ends[k] for k in self.held), default=float("inf"))
 
+    def flush_quiet(self, emit: Emit) -> None:
+        """Emit every held message now as if its window had ended (the input went quiet);
+        each key's next window starts where the old one ended, as in :meth:`feed`."""
+        self._flush_due(float("inf"), emit)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.held)
+
     def flush(self, emit: Emit) -> None:
         """Emit every held message (the input ended), in window order."""
         for _, k in sorted(((self.ends[k], k) for k in self.held), key=lambda e: e[0]):
@@ -161,10 +170,11 @@ class Throttle(Node[ThrottleConfig]):
 
     Live vs replay: a held message goes out when a message at or past its window's end
     arrives (on a 250 Hz LES02 bus, within 4 ms of the wall-clock end) or when the input
-    ends; if the bus goes silent the last held message waits for the next one (or for the
-    end of the input), where a wall-clock timer would have sent it. A message without a time
-    is an error (counted, logged, skipped). When the flow stops, held messages go out first.
-    The port carries what the node receives.
+    ends. Live only, when the input has been quiet for one ``interval`` of wall-clock time
+    (a bus that fell silent), the held messages go out then, as if their windows had ended;
+    a replay at full speed is never quiet that long, so it gives the same output. A message
+    without a time is an error (counted, logged, skipped). When the flow stops, held messages
+    go out first. The port carries what the node receives.
     Costs about 1 µs per message.
     """
 
@@ -199,6 +209,14 @@ class Throttle(Node[ThrottleConfig]):
             emit = observer.on_next
             feed = throttler.feed
             self._emit = emit
+            quiet = QuietFlush(
+                c.interval,
+                lambda: throttler.holding,
+                lambda: throttler.flush_quiet(emit),
+                lambda: self.ctx.loop,
+            )
+            self._quiet = quiet
+            activity = quiet.activity if c.mode == "latest" else None
 
             def on_next(m: Any) -> None:
                 before = throttler.dropped
@@ -209,8 +227,11 @@ class Throttle(Node[ThrottleConfig]):
                     return
                 if throttler.dropped != before:
                     counters.dropped += throttler.dropped - before
+                if activity is not None:
+                    activity()
 
             def on_completed() -> None:
+                quiet.cancel()
                 throttler.flush(emit)
                 observer.on_completed()
 
@@ -222,6 +243,9 @@ class Throttle(Node[ThrottleConfig]):
         """Send the held messages (latest mode) on: downstream sinks stop after this node."""
         emit = getattr(self, "_emit", None)
         throttler = getattr(self, "throttler", None)
+        quiet = getattr(self, "_quiet", None)
+        if quiet is not None:
+            quiet.cancel()
         if emit is not None and throttler is not None:
             try:
                 throttler.flush(emit)

@@ -80,3 +80,22 @@ def test_config_errors(config: dict[str, object], message: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         BatchConfig.model_validate(config)
     assert message in str(info.value)
+
+
+def test_live_a_quiet_input_closes_the_batch_after_one_interval() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        node = make(Batch, interval=0.1)
+        node.ctx.loop = loop
+        h = Harness(node).push([ev(ts=0.0), ev(ts=0.01)])
+        deadline = loop.time() + 10
+        while not h.out["out"]:
+            assert loop.time() < deadline, "the open batch was never sent"
+            await asyncio.sleep(0.01)
+        assert [(b["payload"]["count"], b["payload"]["reason"]) for b in h.out["out"]] == [
+            (2, "interval")
+        ]
+        await node.stop()
+        assert len(h.out["out"]) == 1
+
+    asyncio.run(main())

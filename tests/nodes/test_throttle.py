@@ -114,3 +114,42 @@ def test_config(config: dict[str, object], message: str | None) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         ThrottleConfig.model_validate(config)
     assert message in str(info.value)
+
+
+def test_live_a_quiet_input_sends_the_held_message_after_one_interval() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        node = make(Throttle, interval=0.1)
+        node.ctx.loop = loop
+        h = Harness(node).push([ev(ts=0.0), ev(ts=0.02), ev(ts=0.05)])
+        held_since = loop.time()
+        assert [e["ts"] for e in h.out["out"]] == [0.0]
+        deadline = loop.time() + 10
+        while len(h.out["out"]) < 2:
+            assert loop.time() < deadline, "the held message was never sent"
+            await asyncio.sleep(0.01)
+        assert loop.time() - held_since >= 0.1 - 0.002  # not before one quiet interval
+        assert [e["ts"] for e in h.out["out"]] == [0.0, 0.05]
+        # the next window started where the old one ended (0.1): 0.15 is held, 0.21 flushes it
+        h.push([ev(ts=0.15), ev(ts=0.21)])
+        assert [e["ts"] for e in h.out["out"]] == [0.0, 0.05, 0.15]
+        await node.stop()
+        assert [e["ts"] for e in h.out["out"]] == [0.0, 0.05, 0.15, 0.21]
+
+    asyncio.run(main())
+
+
+def test_busy_input_is_not_flushed_by_the_wall_clock() -> None:
+    async def main() -> None:
+        node = make(Throttle, interval=0.5)
+        node.ctx.loop = asyncio.get_running_loop()
+        h = Harness(node)
+        # frame time advances far slower than wall time here: without quiet periods the
+        # output must follow frame time only (one message per 0.5 s of *message* time)
+        for i in range(30):
+            h.push([ev(ts=i * 0.001)])
+            await asyncio.sleep(0.004)
+        assert [e["ts"] for e in h.out["out"]] == [0.0]
+        await node.stop()
+
+    asyncio.run(main())
