@@ -13,15 +13,20 @@ help: ## list the targets
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@echo "make: creating the virtual environment $(VENV) and upgrading pip ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "make: installing les02-flow and its dependencies into $(VENV) (the first time takes about a minute) ..."
 	$(BIN)/python -m pip install --quiet -e .
+	@echo "make: installed."
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "make: installing les02-flow with the test tools into $(VENV) (the first time takes about a minute) ..."
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "make: installed."
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## create .venv and install les02-flow

@@ -8,7 +8,9 @@ rate limiter are pure (:func:`format_message`, :class:`LineRateLimiter`); the no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -203,6 +205,8 @@ class Debug(Node[DebugConfig]):
         #: monotonic clock used for the rate limit (tests may replace it)
         self.clock: Callable[[], float] = time.monotonic
         self._flush_pending: TextIO | None = None
+        #: the reader of our stdout/stderr pipe closed it: print nothing more
+        self._reader_gone = False
 
     def consume(self, message: Any) -> None:
         """Print one message (rate-limited); never raises."""
@@ -237,10 +241,32 @@ class Debug(Node[DebugConfig]):
                 self.log.info("debug %s: %s", self.node_id, line)
                 return
             stream = sys.stdout if self.config.stream == "stdout" else sys.stderr
+            if self._reader_gone:
+                self.counters.dropped += 1
+                return
             stream.write(line + "\n")
             self._schedule_flush(stream)
+        except BrokenPipeError:
+            self._gone(stream)
         except Exception as exc:  # closed or broken stream: count, log (rate-limited), go on
             self.report_error(message, exc)
+
+    def _gone(self, stream: TextIO) -> None:
+        """The reader of our pipe went away (``les02-flow replay x.log | head``): stop printing
+        quietly, like a Unix filter, instead of one error per message; the flow goes on."""
+        self.counters.dropped += 1
+        if self._reader_gone:
+            return
+        self._reader_gone = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # no "Broken pipe" at exit either
+            os.close(devnull)
+        self.log.info(
+            "debug '%s': the reader of %s closed it (e.g. | head); not printing any more",
+            self.node_id,
+            self.config.stream,
+        )
 
     def _schedule_flush(self, stream: TextIO) -> None:
         """Flush once per loop iteration (at once when no loop runs)."""
@@ -263,5 +289,7 @@ class Debug(Node[DebugConfig]):
             return
         try:
             stream.flush()
+        except BrokenPipeError:
+            self._gone(stream)
         except Exception as exc:
             self.report_error(None, exc)

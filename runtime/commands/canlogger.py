@@ -19,6 +19,7 @@ import can
 from les02_flow import cliargs
 from les02_flow.clirun import run_document
 from les02_flow.flowfile import apply_sets, load_flow
+from les02_flow.resources import builtin_flow
 
 __all__ = ["AUTO_CANDIDATES", "ORDER", "auto_detect", "flow_path", "register"]
 
@@ -46,10 +47,8 @@ def _detect_hardware() -> Sequence[Any]:
 
 
 def flow_path() -> Path:
-    """``flows/canlogger.yaml`` of this checkout/installation."""
-    import les02_flow
-
-    return Path(les02_flow.__file__).resolve().parent.parent / "flows" / "canlogger.yaml"
+    """``flows/canlogger.yaml``, installed as package data."""
+    return builtin_flow("canlogger.yaml")
 
 
 def _try_open(interface: str, channel: str, bitrate: int | None) -> None:

@@ -1,53 +1,26 @@
 """``les02-flow uds-sim``: the CANcorder mock UDS logger (``mock_uds_canlogger.py``).
 
 Runs ``flows/uds-mock.yaml`` (``uds_sim`` → ``ecuconnect_tcp_sink``) with the seed's flags
-applied as overrides; when the flow file is not installed (a wheel without the repository) the
-same flow built in (:data:`BUILTIN_FLOW`) is used.
+applied as overrides. The flow file is package data (:func:`les02_flow.resources.builtin_flow`),
+so the command works in a wheel install too.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-from pathlib import Path
-from typing import Any
 
 from .. import cliargs
 from ..clirun import print_errors, run_flow
 from ..compiler import CompiledFlow, compile_document
 from ..flowfile import FlowDocument, FlowErrors, Location, apply_sets, load_flow
+from ..resources import builtin_flow
 
-__all__ = ["BUILTIN_FLOW", "FLOW_FILE", "ORDER", "build_flow", "register"]
+__all__ = ["FLOW_FILE", "ORDER", "build_flow", "register"]
 
 ORDER = 70
 
-#: the flow this command runs (in a source checkout / editable install)
-FLOW_FILE = Path(__file__).resolve().parents[2] / "flows" / "uds-mock.yaml"
-
-#: the same flow as data, used when FLOW_FILE is not there (tests keep the two identical)
-BUILTIN_FLOW: dict[str, Any] = {
-    "version": 1,
-    "name": "uds-mock",
-    "nodes": {
-        "uds": {
-            "type": "uds_sim",
-            "tester_id": 0x7E0,
-            "ecu_id": 0x7E8,
-            "functional_id": 0x7DF,
-            "speed": 1.0,
-            "loop": True,
-            "wires": ["tcp"],
-        },
-        "tcp": {
-            "type": "ecuconnect_tcp_sink",
-            "host": "127.0.0.1",
-            "port": "auto",
-            "zeroconf": True,
-            "service_name": "ECUconnect-Logger Mock-UDS {hostname}:{port}",
-            "process": "mock_uds_canlogger",
-        },
-    },
-}
+#: the flow this command runs (package data, there in every install)
+FLOW_FILE = builtin_flow("uds-mock.yaml")
 
 EXAMPLES = """\
   les02-flow uds-sim                                  serve on an auto port >= 42420, zeroconf on
@@ -72,9 +45,7 @@ SWITCHES = {"no_loop": ("uds.loop", False), "no_zeroconf": ("tcp.zeroconf", Fals
 
 
 def _load() -> FlowDocument:
-    if FLOW_FILE.is_file():
-        return load_flow(FLOW_FILE)
-    return FlowDocument(path="<built-in uds-mock flow>", data=copy.deepcopy(BUILTIN_FLOW))
+    return load_flow(FLOW_FILE)
 
 
 def build_flow(args: argparse.Namespace) -> CompiledFlow:

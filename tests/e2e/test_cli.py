@@ -239,3 +239,21 @@ def test_tap_without_a_server_fails_clearly(cli: Cli, free_port: int) -> None:
     result = cli("tap", f"ws://127.0.0.1:{free_port}", timeout=30)
     assert result.returncode == 1
     assert f"ws://127.0.0.1:{free_port}" in result.stderr
+
+
+def test_piping_to_head_ends_quietly(cli_cmd: list[str]) -> None:
+    """``les02-flow replay x.log | head -1``: no "Broken pipe" and no error per message."""
+    proc = subprocess.Popen(
+        [*cli_cmd, "replay", str(ROOT / "examples" / "les02-rides.log"), "--speed", "max"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip()  # what head reads
+    proc.stdout.close()  # head exits
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Broken pipe" not in err and "BrokenPipeError" not in err, err
+    assert "not printing any more" in err

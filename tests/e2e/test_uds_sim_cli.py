@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from les02_flow.commands.uds_sim import BUILTIN_FLOW, FLOW_FILE
+from les02_flow.commands.uds_sim import FLOW_FILE
 from les02_flow.nodes.uds.generator import UdsSimParams, UdsTrafficGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,12 +167,12 @@ def test_help_lists_the_seed_flags(cli: Callable[..., subprocess.CompletedProces
         assert f" {flag}" in res.stdout, flag
 
 
-def test_flow_file_and_builtin_flow_agree(
+def test_the_flow_file_is_package_data_and_valid(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    assert FLOW_FILE == ROOT / "flows" / "uds-mock.yaml"
-    assert yaml.safe_load(FLOW_FILE.read_text()) == BUILTIN_FLOW
-    tcp = BUILTIN_FLOW["nodes"]["tcp"]
+    assert FLOW_FILE.resolve() == (ROOT / "flows" / "uds-mock.yaml").resolve()
+    tcp = yaml.safe_load(FLOW_FILE.read_text())["nodes"]["tcp"]
+    assert tcp["host"] == "127.0.0.1"  # loopback by default, like every other command
     assert tcp["service_name"] == "ECUconnect-Logger Mock-UDS {hostname}:{port}"
     res = cli("validate", "flows/uds-mock.yaml")
     assert res.returncode == 0, res.stderr
