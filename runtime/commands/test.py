@@ -28,7 +28,8 @@ EXAMPLES = """\
   les02-flow test flows/default.yaml                  the tests beside a flow (default_test.yaml)
   les02-flow test flows/default_test.yaml -k dropout  only tests whose name contains 'dropout'
   les02-flow test flows/ --update                     rewrite golden files from the output
-  les02-flow test flows/ --junit build/flow-tests.xml for CI"""
+  les02-flow test flows/ --junit build/flow-tests.xml for CI
+guide: docs/testing-flows.md"""
 
 
 def _selected(name: str, patterns: list[str]) -> bool:

@@ -7,6 +7,7 @@ Every problem is a :class:`~les02_flow.flowfile.FlowError` at ``FILE:LINE:COL``,
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ def find_test_files(paths: Sequence[str]) -> tuple[list[str], list[FlowError]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and is_test_file_name(f))
+            files = sorted(_walk(p))
             if not files:
                 errors.append(
                     FlowError(Location(raw), "no test files (*_test.yaml) in this directory")
@@ -120,6 +121,19 @@ def find_test_files(paths: Sequence[str]) -> tuple[list[str], list[FlowError]]:
         if f not in unique:
             unique.append(f)
     return unique, errors
+
+
+def _walk(top: Path) -> list[Path]:
+    """``*_test.yaml`` files below ``top``; hidden directories (``.venv``, ``.git``) and
+    caches are not searched."""
+    out: list[Path] = []
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP]
+        out.extend(Path(root) / f for f in files if f.endswith(SUFFIXES))
+    return out
+
+
+_SKIP = frozenset({"node_modules", "__pycache__", "build"})
 
 
 def _has_tests_key(path: Path) -> bool:
