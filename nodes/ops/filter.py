@@ -198,9 +198,10 @@ class Filter(Node[FilterConfig]):
     SocketCAN filters) are alternatives (one must match); ``extended`` and ``fd`` must hold.
     Events: ``types`` (a list of event types). Both: ``when``, conditions that must all match
     (docs/flows.md "Conditions": ``{field: payload.channel, op: eq, value: master}``).
-    ``invert: true`` swaps the ports. A filter selects either frames or events; its input kind
-    follows (a frame filter wired from an event port is a validation error), and its ports
-    carry what it receives, unchanged.
+    ``invert: true`` swaps the ports. Messages sent to ``rejected`` are counted there
+    (``rejected`` in the stats line; ``out`` counts both ports). A filter selects either frames
+    or events; its input kind follows (a frame filter wired from an event port is a validation
+    error), and its ports carry what it receives, unchanged.
 
     Time: none involved; live and replay give the same output. Costs about 1 µs per message.
     """
@@ -231,8 +232,9 @@ class Filter(Node[FilterConfig]):
         if source is None:
             raise ValueError(f"node '{self.node_id}' (filter) needs an input")
         match = frame_predicate(self.config)
-        yes, no = ("rejected", "out") if self.config.invert else ("out", "rejected")
+        invert = self.config.invert
         report = self.report_error
+        counters = self.counters
 
         def subscribe(
             observer: abc.ObserverBase[tuple[str, Any]],
@@ -246,7 +248,11 @@ class Filter(Node[FilterConfig]):
                 except Exception as exc:  # predicates never raise; keep the stream anyway
                     report(m, exc)
                     return
-                emit((yes, m) if ok else (no, m))
+                if (not ok) is invert:
+                    emit(("out", m))
+                else:
+                    counters.bump("rejected")
+                    emit(("rejected", m))
 
             return source.subscribe(
                 on_next, observer.on_error, observer.on_completed, scheduler=scheduler

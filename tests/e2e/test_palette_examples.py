@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import statistics
+import textwrap
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from websockets.asyncio.client import connect
 
 from les02_flow.commands.replay import replace_sources
 from les02_flow.compiler import CompiledFlow, compile_document
 from les02_flow.engine import Engine
-from les02_flow.flowfile import FlowDocument, apply_sets, load_flow
+from les02_flow.flowfile import FlowDocument, apply_sets, load_flow, load_flow_text
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -237,3 +240,25 @@ def test_dbc_live_and_replayed(tmp_path: Path) -> None:
     tap(doc, "decode", "out", "tap_decoded", replay_out)
     run_replay(doc, frames)
     assert events(replay_out) == live
+
+
+def test_the_recipes_in_flows_md_work_in_the_default_flow() -> None:
+    """Every YAML block of docs/flows.md's "Recipes", pasted into flows/default.yaml as the
+    text says, validates (wire targets a block does not define become debug nodes)."""
+    text = (ROOT / "docs" / "flows.md").read_text(encoding="utf-8")
+    recipes = text.split("### Recipes", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", recipes, flags=re.S)
+    assert len(blocks) == 4
+    for block in blocks:
+        block = block.replace("my-car.dbc", str(ROOT / "tests" / "data" / "vehicle.dbc"))
+        added = yaml.safe_load(textwrap.dedent(block))
+        data = yaml.safe_load((ROOT / "flows" / "default.yaml").read_text(encoding="utf-8"))
+        data["nodes"].update(added)
+        for node in list(added.values()):
+            wires = node.get("wires") or []
+            targets = wires if isinstance(wires, list) else [t for ts in wires.values() for t in ts]
+            for t in targets:
+                data["nodes"].setdefault(t, {"type": "debug"})
+        doc = load_flow_text(yaml.safe_dump(data), "recipe.yaml", env={})
+        flow = compile_document(doc)
+        assert set(added) <= set(flow.nodes), block

@@ -87,6 +87,7 @@ def test_drop_the_slave_channel_with_invert() -> None:
     out = run(node, EVENTS)
     assert out["out"] == [EVENTS[0], EVENTS[2], EVENTS[3]]
     assert out["rejected"] == [EVENTS[1]]
+    assert node.counters.extra == {"rejected": 1}
 
 
 def test_input_kind_follows_the_config() -> None:
