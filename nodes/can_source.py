@@ -67,7 +67,7 @@ START_TIMEOUT = 5.0
 #: default ``rcvbuf``: 4 MiB (about 1 s of a saturated 1 Mbit/s bus on udp_multicast)
 DEFAULT_RCVBUF = 4 * 1024 * 1024
 #: socket buses: most datagrams read from the socket in one go
-READ_LIMIT = 4096
+READ_LIMIT = 1024
 #: socket buses: most frames read but not yet emitted (~16 s of a saturated 1 Mbit/s bus, at
 #: most ~60 MB); beyond, the socket is left to the kernel (whose drops are counted) instead of
 #: growing memory without bound
