@@ -111,6 +111,7 @@ def test_kernel_drops_are_counted_exactly(report: dict[str, Any]) -> None:
     assert drops["kernel_drops"] > 0, drops
     # the counter equals what the kernel says it dropped on that socket ...
     assert drops["kernel_drops"] == drops["proc_drops"], drops
+    assert drops["ovfl_seen"] == drops["proc_drops"], "SO_RXQ_OVFL reported the same count"
     # ... and together with what was emitted accounts for every frame sent
     assert drops["emitted"] + drops["kernel_drops"] == drops["sent"], drops
     assert drops["warned"], "a warning names the drops"
@@ -311,8 +312,16 @@ async def _drops(port: int) -> dict[str, Any]:
     assert sender_done.wait(30), "sender did not finish"
     time.sleep(0.05)  # noqa: ASYNC251
     await _wait(lambda: emitted[0] + node.counters.extra.get("kernel_drops", 0) >= sent)
+    # frames queued after the overflow carry the socket's drop count (SO_RXQ_OVFL)
+    before = emitted[0]
+    late = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    for i in range(3):
+        late.send(can.Message(arbitration_id=0x81, data=i.to_bytes(4, "big")))
+    late.shutdown()
+    await _wait(lambda: emitted[0] >= before + 3)
     result = {
-        "sent": sent,
+        "ovfl_seen": session.reader._last_ovfl,
+        "sent": sent + 3,
         "emitted": emitted[0],
         "rxq_ovfl": session.reader.rxq_ovfl,
         "kernel_drops": node.counters.extra.get("kernel_drops", 0),
