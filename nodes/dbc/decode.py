@@ -73,7 +73,8 @@ class _Msg:
     message: Any
     length: int
     units: dict[str, str]
-    choices: dict[str, dict[int, str]]
+    #: signal name -> raw value -> physical value, for signals with a value table
+    scaled: dict[str, Any]
 
 
 class DbcDecoder:
@@ -111,12 +112,12 @@ class DbcDecoder:
                 self.skipped_ids.add(key)
                 continue
             units = {s.name: str(s.unit) for s in m.signals if s.unit}
-            choices = {
-                s.name: {int(v): str(n) for v, n in s.choices.items()}
+            scaled = {
+                s.name: (lambda raw, c=s.conversion: c.raw_to_scaled(raw, decode_choices=False))
                 for s in m.signals
                 if s.choices
             }
-            self.by_id[key] = _Msg(m.name, m, int(m.length), units, choices)
+            self.by_id[key] = _Msg(m.name, m, int(m.length), units, scaled)
 
     def decode(self, frame: Any) -> Event | None:
         """A ``can_message`` event, a ``can_invalid`` event, or ``None`` for a frame of a DBC
@@ -146,11 +147,22 @@ class DbcDecoder:
                 entry.name,
             )
         try:
-            values = entry.message.decode(data, decode_choices=False, scaling=True)
+            # choices decoded by cantools: a value-table signal comes back as a named value
+            # holding its *raw* value; its physical value is computed from that
+            values = entry.message.decode(data, decode_choices=True, scaling=True)
+            signals: dict[str, Any] = {}
+            named: dict[str, str] = {}
+            for name, v in values.items():
+                if isinstance(v, (int, float)):
+                    signals[name] = _number(v)
+                elif name in entry.scaled and hasattr(v, "value"):
+                    signals[name] = _number(entry.scaled[name](v.value))
+                    named[name] = str(getattr(v, "name", v))
+                else:
+                    signals[name] = _number(v)
         except Exception as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             return self._invalid(frame, "decode_error", detail, entry.name)
-        signals = {name: _number(v) for name, v in values.items()}
         payload: dict[str, Any] = {
             "message": entry.name,
             "can_id": can_id,
@@ -160,11 +172,6 @@ class DbcDecoder:
         units = {k: u for k, u in entry.units.items() if k in signals}
         if units:
             payload["units"] = units
-        named = {}
-        for k, table in entry.choices.items():
-            v = signals.get(k)
-            if isinstance(v, int) and v in table:
-                named[k] = table[v]
         if named:
             payload["choices"] = named
         return make_event("can_message", ts, payload, self.source)

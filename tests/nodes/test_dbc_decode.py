@@ -150,7 +150,8 @@ def vehicle_frames() -> list[can.Message]:
         m = db.messages[i % len(db.messages)]
         data = bytes(rng.randrange(256) for _ in range(m.length))
         if m.name == "Diag":
-            data = bytes([1 + (i // 4) % 2]) + data[1:]
+            # multiplexer 1 or 2; the scaled FuelLevel hits its value table now and then
+            data = bytes([1 + (i // 4) % 2]) + data[1:6] + bytes([(0, 255, 40)[i % 3]]) + data[7:]
         if m.name == "WheelSpeeds":
             data = data[:4] + struct.pack("<f", rng.uniform(-40, 60))
         frames.append(
@@ -197,8 +198,12 @@ def test_public_style_dbc_matches_cantools_own_decoder() -> None:
     diag = [e["payload"] for e in out["out"] if e["payload"]["message"] == "Diag"]
     assert {tuple(sorted(p["signals"])) for p in diag} == {
         ("BatteryVoltage", "Mux"),
-        ("DoorOpen", "Mux", "OdometerKm"),
+        ("DoorOpen", "FuelLevel", "Mux", "OdometerKm"),
     }
+    # a scaled signal with a value table: physical value in signals, the name in choices
+    fuel = [(p["signals"]["FuelLevel"], p.get("choices", {}).get("FuelLevel")) for p in diag
+            if "FuelLevel" in p["signals"]]  # fmt: skip
+    assert {(-10.0, "Sensor_Fault"), (117.5, "Not_Available"), (10.0, None)} <= set(fuel)
     assert any(p.get("choices", {}).get("Gear") for p in (e["payload"] for e in out["out"]))
 
 
