@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.soak                  # 10 min at 500 frames/s with churn
     .venv/bin/python -m bench.soak --minutes 1      # shorter
     .venv/bin/python -m bench.soak --slow           # 60 s at 5,000 frames/s, stalled clients
+    .venv/bin/python -m bench.soak --faults         # 5 min of storage and re-deploy faults
 
 The system under test is the real CLI (``les02-flow run``) in its own process: les02_sim ->
 can_source -> les02_parse -> ws_sink, and the raw frames -> ecuconnect_tcp_sink. This process
@@ -221,8 +222,19 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument(
         "--slow", action="store_true", help="60 s at 5,000 frames/s with stalled clients"
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="storage and re-deploy faults (rm of files, full disk, hostile SIGHUP; see "
+        "bench/soak_faults.py); --minutes defaults to 5 here",
+    )
     args = parser.parse_args(argv)
-    if args.slow:
+    if args.faults:
+        from bench.soak_faults import run as run_faults
+
+        minutes = args.minutes if "--minutes" in (argv or sys.argv) else 5.0
+        rows = run_faults(minutes)
+    elif args.slow:
         rows = asyncio.run(_soak(60.0, 2500.0, True))
     else:
         rows = asyncio.run(_soak(args.minutes * 60, 250.0, False))

@@ -20,7 +20,7 @@ from typing import Any
 from .clilog import emergency_message, flush_logs
 from .compiler import CompiledFlow, compile_document, compile_file
 from .engine import Engine, format_stats
-from .flowfile import FlowDocument, FlowErrors, apply_sets, load_flow
+from .flowfile import FlowDocument, FlowError, FlowErrors, Location, apply_sets, load_flow
 from .node import NodeStartError
 
 __all__ = [
@@ -93,6 +93,10 @@ async def _watch(reload: Reload, trigger: asyncio.Event) -> None:
         trigger.set()
 
 
+#: seconds a re-deploy may take to read and check the edited file before it is given up
+REDEPLOY_TIMEOUT = 60.0
+
+
 def _load_and_compile(reload: Reload) -> CompiledFlow | FlowErrors:
     """Read and validate the edited flow file (plain blocking code, for a worker thread)."""
     try:
@@ -129,7 +133,14 @@ async def compile_off_loop(reload: Reload) -> CompiledFlow | FlowErrors:
             loop.call_soon_threadsafe(done, result, failure)
 
     threading.Thread(target=work, name="flow re-deploy compiler", daemon=True).start()
-    return await fut
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), REDEPLOY_TIMEOUT)
+    except TimeoutError:
+        msg = (
+            f"reading and checking the edit took longer than {REDEPLOY_TIMEOUT:g} s "
+            "(a file that never ends, e.g. a FIFO?); ignored"
+        )
+        return FlowErrors([FlowError(Location(reload.path), msg)])
 
 
 async def _redeploy(engine: Engine, reload: Reload) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -22,15 +23,18 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
+from les02_flow import clirun, cliutil
+from les02_flow.flowfile import FlowErrors
 from les02_flow.nodes.recording.formats import RecordingReader
 
 HOG = textwrap.dedent(
     """
     import logging, sys, time
     from typing import Any, ClassVar
-    from les02_flow import cliutil
+    from les02_flow import clirun, cliutil
     from les02_flow.compiler import compile_document
     from les02_flow.flowfile import FlowDocument
     from les02_flow.node import Kind, Node, NodeConfig
@@ -46,7 +50,7 @@ HOG = textwrap.dedent(
             print("hogging", flush=True)
             time.sleep(120)
 
-    cliutil.STOP_DEADLINE = float(sys.argv[2])
+    clirun.STOP_DEADLINE = float(sys.argv[2])
     cliutil.setup_logging("INFO", None)
     nodes = {
         "sim": {"type": "les02_sim", "channel": sys.argv[1]},
@@ -155,3 +159,18 @@ def test_hostile_edit_is_compiled_off_the_loop_while_frames_keep_flowing(tmp_pat
     # the compile took a while (the test is meaningful), the stream never paused for it
     assert took > 0.5, log
     assert worst < max(0.5, took / 2), (worst, took)
+
+
+def test_an_edit_that_never_finishes_reading_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fifo = tmp_path / "flow.yaml"
+    os.mkfifo(fifo)  # open() blocks until a writer comes: the read never finishes
+    monkeypatch.setattr(clirun, "REDEPLOY_TIMEOUT", 0.5)
+    try:
+        result = asyncio.run(cliutil.compile_off_loop(cliutil.Reload(str(fifo))))
+    finally:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # release the worker thread
+        os.close(fd)
+    assert isinstance(result, FlowErrors)
+    assert "took longer than 0.5 s" in str(result)
