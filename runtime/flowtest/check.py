@@ -21,6 +21,7 @@ from les02_flow.conditions import MISSING, Condition, all_of
 from les02_flow.flowfile import Location
 
 from .golden import (
+    brief,
     event_differences,
     frame_differences,
     message_key,
@@ -92,7 +93,14 @@ def explain(conds: Sequence[Condition], message: Any) -> list[str]:
 
 
 def _at(n: int, message: Any) -> str:
-    return f"#{n + 1}: {show(message)}"
+    return f"#{n + 1}: {brief(message)}"
+
+
+def _ref(n: int, message: Any) -> str:
+    """``#12 (ride_end, ts 1767225608.132)``: which message, briefly."""
+    if isinstance(message, dict) and "type" in message:
+        return f"#{n + 1} ({message['type']}, ts {message.get('ts')!r})"
+    return f"#{n + 1} ({show(message, 80)})"
 
 
 def _selection(exp: Expectation) -> tuple[str, Callable[[Any], bool]]:
@@ -234,11 +242,11 @@ def _check_ordered(
         if hit is None:
             details = []
             for n, (i, m) in enumerate(found):
-                details.append(f"entry {n + 1} ({describe_match(entries[n])}) matched {_at(i, m)}")
+                details.append(f"entry {n + 1} ({describe_match(entries[n])}) matched {_ref(i, m)}")
             after = f" after message #{found[-1][0] + 1}" if found else ""
             earlier = next(((i, m) for i, m in chosen[:pos] if pred(m)), None)
             if earlier is not None:
-                details.append(f"it does occur earlier (out of order): {_at(*earlier)}")
+                details.append(f"it does occur earlier (out of order): {_ref(*earlier)}")
             else:
                 details.append(f"no {noun} matches it at all")
             fail(
@@ -292,15 +300,16 @@ def _check_golden(
             shown += 1
             g, a = golden[i1 + k], actual[j1 + k]
             n = chosen[j1 + k][0]
-            details.append(f"message #{n + 1} differs from golden line {i1 + k + 1}:")
-            diffs = (
-                frame_differences(g, a)
-                if isinstance(g, can.Message) and isinstance(a, can.Message)
-                else event_differences(g, a)
-            )
-            details.extend("    " + d for d in diffs[:6])
-            details.append(f"  - golden {show(g)}")
-            details.append(f"  + output {show(a)}")
+            frames = isinstance(g, can.Message) and isinstance(a, can.Message)
+            what = f" ({a['type']})" if isinstance(a, dict) and "type" in a else ""
+            details.append(f"message #{n + 1}{what} differs from golden line {i1 + k + 1}:")
+            diffs = frame_differences(g, a) if frames else event_differences(g, a)
+            details.extend("    " + d for d in diffs[:8])
+            if len(diffs) > 8:
+                details.append(f"    ... {len(diffs) - 8} more field(s)")
+            if frames or not diffs:  # the lines say it best (for events: the fields do)
+                details.append(f"  - golden {show(g)}")
+                details.append(f"  + output {show(a)}")
         for k in range(i1 + pairs, i2):
             if shown >= SHOW:
                 break

@@ -19,6 +19,7 @@ from les02_flow.events import encode_event
 from les02_flow.nodes.recording.formats import Problem, RecordingReader, detect_format, open_writer
 
 __all__ = [
+    "brief",
     "frame_key",
     "frame_line",
     "message_key",
@@ -93,6 +94,22 @@ def show(message: Any, limit: int = 220) -> str:
             text = encode_event(message)
         except (TypeError, ValueError):
             text = repr(message)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def brief(message: Any, limit: int = 200) -> str:
+    """A message in a listing: ``ride_end, ts 1767225608.132: {payload...}`` for an event
+    (``source`` too when it is not ``les02``), the candump line for a frame."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return show(message, limit)
+    head = f"{message['type']}, ts {message.get('ts')!r}"
+    if message.get("source", "les02") != "les02":
+        head += f", source {message.get('source')!r}"
+    try:
+        body = json.dumps(message.get("payload"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        body = repr(message.get("payload"))
+    text = f"{head}: {body}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -193,7 +193,7 @@ def test_equals_file_events_update_and_diff(run_tests: Any, tmp_path: Path) -> N
         "equals_file golden/status.jsonl: 2 difference(s) (golden 3 message(s), output 2)" in text
     )
     assert "golden line 1 is missing from the output:" in text
-    assert "message #2 differs from golden line 3:" in text
+    assert "message #2 (status) differs from golden line 3:" in text
     assert "payload.n: golden 8, output 7" in text
     assert "run again with --update" in text
 
