@@ -476,6 +476,8 @@ class SampleClock:
         self._raw_t0: float | None = None
         self._raw_n = 0
         self._raw_blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
+        #: the raw stamps' median spacing is far below the period's bounds
+        self.fast = False
 
     @property
     def pending(self) -> int:
@@ -483,10 +485,7 @@ class SampleClock:
 
     def too_fast(self) -> bool:
         """The stamps say the sender is much faster than the nominal rate allows."""
-        raw = self._raw_blocks
-        if len(raw) < 5:
-            return False
-        return sorted(raw)[len(raw) // 2] < 0.8 * self.p_lo
+        return self.fast
 
     def push(self, h: float, raw: int, out: list[tuple[float, int]]) -> None:
         """One sample with host stamp ``h`` (not older than the previous one); appends the
@@ -508,8 +507,12 @@ class SampleClock:
         else:
             self._raw_n += 1
             if self._raw_n >= _PERIOD_BLOCK:
-                self._raw_blocks.append((h - self._raw_t0) / self._raw_n)
+                raw_blocks = self._raw_blocks
+                raw_blocks.append((h - self._raw_t0) / self._raw_n)
                 self._raw_t0, self._raw_n = h, 0
+                if len(raw_blocks) >= 5:
+                    median = sorted(raw_blocks)[len(raw_blocks) // 2]
+                    self.fast = median < 0.8 * self.p_lo
 
     def next_release(self) -> float | None:
         """Frame time after which the oldest pending sample is released, or None."""
@@ -1055,12 +1058,23 @@ class RideDetector:
             or not 0 <= position_raw <= MAX_RAW
         ):
             raise ValueError(f"position_raw must be an integer 0..{MAX_RAW}, got {position_raw!r}")
-        ts = float(ts)
+        # whole microseconds, as recordings keep them: a live run (full-precision stamps) and
+        # the replay of its recording see the same times, so they give the same events and ids
+        ts = round(float(ts), 6)
         last = self._last_h.get(channel)
         if last is not None and ts < last:
             self._count("out_of_order")
             return []
-        out = self.advance(ts)
+        # advance(ts), inlined: releases by time are rare, decisions only with a motion open
+        out: list[Event] = []
+        for clk in self._clock_list:
+            pend = clk._pending
+            if pend and pend[0][1] + clk.lookahead < ts:
+                self._release(out, ts)
+                break
+        core = self._core
+        if core._move is not None or core._mismatch is not None:
+            out += core.advance(ts - self._horizon)
         self._last_h[channel] = ts
         clock = self.clocks[channel]
         released: list[tuple[float, int]] = []
@@ -1069,7 +1083,7 @@ class RideDetector:
             sample = self._core.sample
             for t, raw in released:
                 out += sample(t, channel, raw)
-            if channel not in self._rate_warned and clock.too_fast():
+            if clock.fast and channel not in self._rate_warned:
                 self._rate_warned.add(channel)
                 self._count("rate_mismatch")
         return out

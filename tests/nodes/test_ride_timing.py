@@ -237,3 +237,16 @@ def test_timestamps_that_never_advance_cost_bounded_time_and_memory() -> None:
     assert len(core._slope) <= core._slope.max_points
     assert core._hist.maxlen is not None and len(core._hist) <= core._hist.maxlen
     assert all(c.pending <= c.depth + 1 for c in det.clocks.values())
+
+
+def test_live_stamps_and_their_microsecond_recording_give_the_same_events() -> None:
+    # a live reader's stamps have sub-microsecond digits; a .log recording keeps 6 decimals
+    rng = random.Random(9)
+    live = [
+        (t + rng.uniform(-4e-7, 4e-7), ch, raw)
+        for t, ch, raw in stamp(truth(TRIPS[:2], 24.0), batch=(0.001, 0.008))
+    ]
+    recorded = [(float(f"{t:.6f}"), ch, raw) for t, ch, raw in live]
+    a, b = detect(live), detect(recorded)
+    assert len(of(a, "ride_end")) == 2
+    assert a == b  # ids included
