@@ -1,6 +1,7 @@
 """Ride detection accuracy against the simulator's ground truth, per scenario, plus µs/sample.
 
-    python -m bench.rides
+    python -m bench.rides                    # accuracy, every scenario
+    python -m bench.rides --baseline REV     # µs/sample vs the detector of git revision REV
 
 Each scenario runs the elevator model (:class:`ElevatorSim`, its ``trips`` schedule is the
 ground truth), turns its position frames into ``(ts, channel, position_raw)`` samples (epoch
@@ -487,12 +488,98 @@ def _append(rows: list[tuple[str, str]], command: str) -> None:
             f.write(f"| {name} | {value} |\n")
 
 
+def _load_detector(rev: str) -> Any:
+    """``RideDetector`` of git revision ``rev`` (the baseline of ``--baseline REV``)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    text = subprocess.run(
+        ["git", "show", f"{rev}:nodes/rides/detector.py"],
+        cwd=Path(__file__).parents[1],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "baseline_detector.py"
+    path.write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("baseline_detector", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_detector"] = module
+    spec.loader.exec_module(module)
+    return module.RideDetector
+
+
+def throughput(baseline: str, rounds: int = 5) -> list[tuple[str, str]]:
+    """µs per sample of RideDetector.feed, this tree vs ``baseline``, interleaved in one run
+    (the machine is shared: compare the ratio), on the mixed trips and on stamps that never
+    advance (issue 14.9: 60,000 frames at one instant, first vs last 20,000)."""
+    old_cls = _load_detector(baseline)
+    sim = ElevatorSim(ElevatorParams(trips=10, seed=101))
+    samples = samples_of(sim)
+    constant = [
+        (T0, "master" if k % 2 == 0 else "slave", 1000 + (k // 500) % 50) for k in range(60_000)
+    ]
+
+    def feed(cls: Any, data: list[Sample]) -> list[float]:
+        det = cls()
+        marks = []
+        t = time.perf_counter()
+        for i, s in enumerate(data):
+            det.feed(*s)
+            if i % 20_000 == 19_999:
+                marks.append(time.perf_counter() - t)
+                t = time.perf_counter()
+        det.flush()
+        return marks
+
+    best: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, cls in (("this tree", RideDetector), (baseline, old_cls)):
+            for kind, data in (("trips", samples), ("constant", constant)):
+                marks = feed(cls, data)
+                us = [m / 20_000 * 1e6 for m in marks]
+                key = f"{name}/{kind}"
+                if key not in best or sum(us) < sum(best[key]):
+                    best[key] = us
+    rows = []
+    for kind in ("trips", "constant"):
+        new, old = best[f"this tree/{kind}"], best[f"{baseline}/{kind}"]
+        mean_new, mean_old = sum(new) / len(new), sum(old) / len(old)
+        rows.append(
+            (
+                f"RideDetector.feed, {kind}",
+                f"this tree {mean_new:.2f} µs/sample (first/last 20k: {new[0]:.2f}/{new[-1]:.2f});"
+                f" {baseline} {mean_old:.2f} µs/sample ({old[0]:.2f}/{old[-1]:.2f}); "
+                f"ratio {mean_new / mean_old:.2f}x (best of {rounds}, interleaved)",
+            )
+        )
+    return rows
+
+
 def _cli(argv: Iterator[str]) -> int:
-    rows = main()
+    args = list(argv)
+    if args[:1] == ["--baseline"] and len(args) == 2:
+        rows = throughput(args[1])
+        command = f"python -m bench.rides --baseline {args[1]}"
+    else:
+        rows = main()
+        command = "python -m bench.rides"
     width = max(len(n) for n, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    _append(rows, "python -m bench.rides")
+    if command.endswith("rides"):
+        _append(rows, command)
+    else:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with RESULTS.open("a", encoding="utf-8") as f:
+            f.write(f"\n## {stamp} — ride detection throughput (issues 13, 14.9)\n\n")
+            f.write(f"Command: `{command}` on {platform.python_implementation()} ")
+            f.write(f"{platform.python_version()}, {platform.machine()}; shared machine.\n\n")
+            f.write("| benchmark | result |\n|---|---|\n")
+            for name, value in rows:
+                f.write(f"| {name} | {value} |\n")
     return 0
 
 
