@@ -123,6 +123,8 @@ _PERIOD_BLOCKS: Final = 15
 #: samples a new run of consecutive samples needs ahead before a gap of less than 3 periods
 #: is believed (32 ms at 250 Hz: longer than a USB batch)
 _MIN_RUN: Final = 8
+#: seconds of stamps the "much faster than rate_hz" check (rate_mismatch) looks at
+_RATE_SPAN: Final = 5.0
 
 
 def ride_id(source: str, channel: str, start_ts: float) -> str:
@@ -473,9 +475,9 @@ class SampleClock:
         self._run_t0 = 0.0
         self._run_n = -1
         self._blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
-        self._raw_t0: float | None = None
         self._raw_n = 0
-        self._raw_blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
+        #: (stamp, samples so far) every _PERIOD_BLOCK samples (bounded: stamps may not move)
+        self._raw_marks: deque[tuple[float, int]] = deque(maxlen=512)
         #: the raw stamps' median spacing is far below the period's bounds
         self.fast = False
 
@@ -502,17 +504,17 @@ class SampleClock:
             mins.pop()
         mins.append((nxt, h))
         self._next = nxt + 1
-        if self._raw_t0 is None:
-            self._raw_t0 = h
-        else:
-            self._raw_n += 1
-            if self._raw_n >= _PERIOD_BLOCK:
-                raw_blocks = self._raw_blocks
-                raw_blocks.append((h - self._raw_t0) / self._raw_n)
-                self._raw_t0, self._raw_n = h, 0
-                if len(raw_blocks) >= 5:
-                    median = sorted(raw_blocks)[len(raw_blocks) // 2]
-                    self.fast = median < 0.8 * self.p_lo
+        self._raw_n += 1
+        if self._raw_n % _PERIOD_BLOCK == 0:
+            # the sustained raw rate over the last >= _RATE_SPAN seconds of stamps (a startup
+            # backlog or a burst compresses only max_stall of it)
+            marks = self._raw_marks
+            marks.append((h, self._raw_n))
+            while len(marks) > 2 and h - marks[1][0] >= _RATE_SPAN:
+                marks.popleft()
+            h0, n0 = marks[0]
+            if h - h0 >= _RATE_SPAN:
+                self.fast = (h - h0) / (self._raw_n - n0) < 0.8 * self.p_lo
 
     def next_release(self) -> float | None:
         """Frame time after which the oldest pending sample is released, or None."""
