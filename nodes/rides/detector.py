@@ -477,7 +477,7 @@ class SampleClock:
         self._blocks: deque[float] = deque(maxlen=_PERIOD_BLOCKS)
         self._raw_n = 0
         #: (stamp, samples so far) every _PERIOD_BLOCK samples (bounded: stamps may not move)
-        self._raw_marks: deque[tuple[float, int]] = deque(maxlen=512)
+        self._raw_marks: deque[tuple[float, int]] = deque(maxlen=64)
         #: the raw stamps' median spacing is far below the period's bounds
         self.fast = False
 
@@ -509,7 +509,8 @@ class SampleClock:
             # the sustained raw rate over the last >= _RATE_SPAN seconds of stamps (a startup
             # backlog or a burst compresses only max_stall of it)
             marks = self._raw_marks
-            marks.append((h, self._raw_n))
+            if not marks or h - marks[-1][0] >= _RATE_SPAN / 16:
+                marks.append((h, self._raw_n))
             while len(marks) > 2 and h - marks[1][0] >= _RATE_SPAN:
                 marks.popleft()
             h0, n0 = marks[0]
