@@ -1,13 +1,14 @@
 """``make bench``: run the benchmarks, print their tables, append them to bench/RESULTS.md.
 
-    python -m bench                 # all of them (about 8 minutes)
+    python -m bench                 # all of them (about 12 minutes)
     python -m bench micro live      # some of them
     make bench ARGS="live"
 
-Names: micro, rides, ecuconnect, recording, live, floor, fleet (each also runs alone as
+Names: micro, rides, ecuconnect, recording, live, floor, fleet, console (each also runs alone as
 ``python -m bench.<name>``). ``live`` runs the live pipeline against the seed design
 (bench/live.py; ``python -m bench.live --quick`` or ``--profile DIR`` for variants);
-``floor`` measures the least CPU any Python server pays at 500 frames/s for 12 clients.
+``floor`` measures the least CPU any Python server pays at 500 frames/s for 12 clients;
+``console`` what the web console costs at 500 frames/s and the page's frame rate.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def _fleet(command: str) -> Rows:
     return fleet.main([])
 
 
+def _console(command: str) -> Rows:
+    from bench import console
+
+    return console.main([])
+
+
 BENCHMARKS: dict[str, Callable[[str], Rows]] = {
     "micro": _micro,
     "rides": _rides,
@@ -99,6 +106,7 @@ BENCHMARKS: dict[str, Callable[[str], Rows]] = {
     "live": _live,
     "floor": _floor,
     "fleet": _fleet,
+    "console": _console,
 }
 
 

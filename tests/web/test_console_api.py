@@ -372,3 +372,35 @@ def test_console_without_store_says_so() -> None:
         assert time.monotonic() - t0 < 20
     finally:
         flow.stop()
+
+
+def test_floors_are_learned_from_stored_rides_without_a_simulator(
+    stored: tuple[RunningFlow, Path],
+) -> None:
+    _, db_path = stored
+    flow = RunningFlow(
+        f"""\
+        version: 1
+        nodes:
+          bus: {{type: can_source, channel: quiet{os.getpid()}, wires: [parse]}}
+          parse: {{type: les02_parse, wires: {{out: [store, console]}}}}
+          store: {{type: ride_store, path: "{db_path}"}}
+          console: {{type: web_console, host: 127.0.0.1, port: 0, store: store}}
+        """
+    ).start()
+    try:
+        port = flow.node("console").port
+
+        async def stats() -> dict[str, Any]:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    if msg["kind"] == "hello":
+                        msg = msg["stats"]
+                    if msg["kind"] == "stats" and msg["floors_from"] is not None:
+                        return dict(msg)
+
+        got = asyncio.run(asyncio.wait_for(stats(), 10))
+        assert got["floors_from"] == "rides" and got["floors_mm"] == [0.0, 3500.0]
+    finally:
+        flow.stop()

@@ -31,8 +31,9 @@
     debugPaused: false,
     debugHeld: [],
     debugTypes: {},
+    debugSampleAt: {},
     knownNodes: new Set(),
-    dirtyFlow: false,
+    dirty: true,
     fps: 0,
   };
   // for tests and the benchmark
@@ -253,6 +254,12 @@
     if (cut > 64 || (cut && pts.length > 4000)) pts.splice(0, cut);
   }
 
+  function setText(id, text) {
+    const e = $(id);
+    if (e.textContent !== text) e.textContent = text;
+    return e;
+  }
+
   function updateReadouts() {
     for (const ch of ["master", "slave"]) {
       const span = $("pos-" + ch);
@@ -260,13 +267,13 @@
       if (!last) continue;
       span.setAttribute("data-raw", last[1]);
       span.setAttribute("data-ts", last[0]);
-      span.textContent = posLabel(last[1] * state.resolution);
+      setText("pos-" + ch, posLabel(last[1] * state.resolution));
     }
-    $("speed").textContent = state.speed == null ? "–" : fmt0(state.speed) + " mm/s";
+    setText("speed", state.speed == null ? "–" : fmt0(state.speed) + " mm/s");
     const ride = state.ride;
-    $("ride-now").textContent = ride
+    setText("ride-now", ride
       ? `${ride.direction === "up" ? "▲ up" : "▼ down"} from ${posLabel(ride.position_mm)} · ${(lastTs() - ride.start_ts).toFixed(1)} s`
-      : "standing";
+      : "standing");
     const m = $("mismatch-now");
     if (state.mismatch) {
       m.textContent = `mismatch ${fmt0(state.mismatch.max_diff_mm)} mm`;
@@ -275,7 +282,7 @@
       m.textContent = "agree";
       m.className = "ok";
     }
-    $("floors-from").textContent = state.floorsFrom ? `floors from ${state.floorsFrom}` : "";
+    setText("floors-from", state.floorsFrom ? `floors from ${state.floorsFrom}` : "");
   }
 
   function lastTs() {
@@ -284,10 +291,16 @@
     return t;
   }
 
+  const sizes = new Map();  // canvas -> [w, h], measured again only after a resize
+  window.addEventListener("resize", () => sizes.clear());
   function fitCanvas(c) {
     const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(100, Math.floor(c.clientWidth));
-    const h = Math.max(50, Math.floor(c.clientHeight));
+    let size = sizes.get(c);
+    if (!size) {
+      size = [Math.max(100, Math.floor(c.clientWidth)), Math.max(50, Math.floor(c.clientHeight))];
+      sizes.set(c, size);
+    }
+    const [w, h] = size;
     if (c.width !== Math.floor(w * dpr)) {
       c.width = Math.floor(w * dpr);
       c.height = Math.floor(h * dpr);
@@ -366,9 +379,6 @@
       ctx.fillText("waiting for position samples…", left + 10, top + ph / 2);
       return;
     }
-    // scroll smoothly between updates (frame time runs on while the stream is live)
-    const since = (performance.now() - state.lastRecv) / 1000;
-    if (since < 2 / state.updateRate) tEnd += since;
     const tStart = tEnd - state.history;
     const [lo, hi] = range();
     const X = (t) => left + ((t - tStart) / state.history) * pw;
@@ -572,6 +582,21 @@
   }
 
   // -- debug sidebar ------------------------------------------------------------------------------
+  // the sidebar is updated at most 4 times a second: every insertion at the top moves (and
+  // repaints) the whole list
+  let debugPending = [];
+  function queueDebug(events) {
+    for (const ev of events) debugPending.push(ev);
+    if (debugPending.length > MAX_DEBUG) debugPending.splice(0, debugPending.length - MAX_DEBUG);
+  }
+  function flushDebug() {
+    if (!debugPending.length) return;
+    const events = debugPending;
+    debugPending = [];
+    addDebug(events);
+  }
+  setInterval(flushDebug, 250);
+
   function addDebug(events) {
     if (!events.length) return;
     if (state.debugPaused) {
@@ -636,6 +661,7 @@
     state.floors = s.floors_mm || [];
     state.floorsFrom = s.floors_from;
     state.resolution = s.resolution_mm || 1;
+    state.dirty = true;
     if (s.revision !== state.graph.revision && state.graph.revision !== undefined) {
       // a re-deploy we have not seen the graph of yet
       api("/api/flow").then((doc) => { state.graph = doc.graph; renderFlow(); }).catch(() => {});
@@ -645,6 +671,7 @@
 
   function onTick(m) {
     state.lastRecv = performance.now();
+    state.dirty = true;
     for (const ch in m.samples) {
       const [ts, raw] = m.samples[ch];
       state.last[ch] = [ts, raw];
@@ -667,12 +694,19 @@
       }
       debug.push(ev);
     }
+    // position samples: at most 5 a second per channel in the sidebar (the chart shows them all)
+    const now = performance.now();
     for (const ch in m.samples) {
+      if (now - (state.debugSampleAt[ch] || 0) < 200) continue;
+      state.debugSampleAt[ch] = now;
       debug.push({ type: "position_sample", ts: m.samples[ch][0], source: "", payload: { channel: ch, position_raw: m.samples[ch][1] } });
     }
-    addDebug(debug);
+    queueDebug(debug);
     if (m.skipped) $("debug-note").textContent = `${m.skipped} event(s) not shown (too many at once)`;
-    updateTypes(m.counts);
+    if (now - (state.typesAt || 0) > 1000) {  // the filter's counts: once a second is plenty
+      state.typesAt = now;
+      updateTypes(m.counts);
+    }
     updateReadouts();
     if (rideEnded) { renderRides(); setTimeout(() => loadRides(4), 300); }
   }
@@ -691,6 +725,7 @@
     state.mismatch = live.mismatch;
     state.speed = live.speed_mm_s;
     state.lastRecv = performance.now();
+    state.dirty = true;
     renderFlow();
     onStats(h.stats);
     $("debug-list").textContent = "";
@@ -730,11 +765,17 @@
       frames = 0; fpsT = now;
       $("fps").textContent = state.fps + " fps";
     }
-    drawChart();
-    drawShaft();
+    // draw only what changed: a canvas redraw costs the main thread, and the data changes at
+    // most update_rate times a second
+    if (state.dirty) {
+      state.dirty = false;
+      drawChart();
+      drawShaft();
+    }
     requestAnimationFrame(frame);
   }
-  window.addEventListener("resize", () => { if (state.selectedRide) { const r = allRides().find((x) => x.ride_id === state.selectedRide); if (r) selectRide(r); } });
+  window.addEventListener("resize", () => {
+    state.dirty = true; if (state.selectedRide) { const r = allRides().find((x) => x.ride_id === state.selectedRide); if (r) selectRide(r); } });
 
   // a failed token: say so instead of retrying for ever
   api("/api/flow").then((doc) => {
