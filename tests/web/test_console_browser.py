@@ -29,8 +29,8 @@ nodes:
     floors_mm: [0, 1500, 3000]
     a_max: 1.6
     j_max: 4.0
-    dwell_min: 0.3
-    dwell_max: 0.5
+    dwell_min: 0.9
+    dwell_max: 1.2
     trips: 2
     seed: 7
     start_delay: 1.0

@@ -763,7 +763,7 @@
     if (now - fpsT >= 1000) {
       state.fps = Math.round((frames * 1000) / (now - fpsT));
       frames = 0; fpsT = now;
-      $("fps").textContent = state.fps + " fps";
+      if (params.has("fps")) $("fps").textContent = state.fps + " fps";  // /?fps shows it
     }
     // draw only what changed: a canvas redraw costs the main thread, and the data changes at
     // most update_rate times a second
