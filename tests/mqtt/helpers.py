@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,17 +9,13 @@ from typing import Any
 from les02_flow.node import Context, Node, NodeConfig
 from les02_flow.nodes.mqtt.sink import MqttSink, MqttSinkConfig
 from les02_flow.nodes.mqtt.source import MqttSource, MqttSourceConfig
+from les02_flow.testing import wait_until
 
 WAIT = 20.0
 
 
 async def until(cond: Callable[[], bool], what: str, wait: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(cond, what, wait)
 
 
 def ctx(name: str) -> Context:

@@ -27,17 +27,13 @@ from les02_flow.nodes.ecuconnect.sink import (
     bind_listener,
 )
 from les02_flow.registry import Registry
+from les02_flow.testing import wait_until
 
 WAIT = 10.0
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_until(cond, what, timeout)
 
 
 def make_sink(**cfg: Any) -> EcuconnectTcpSink:

@@ -15,17 +15,13 @@ from pydantic import ValidationError
 from les02_flow.node import Context
 from les02_flow.nodes.ecuconnect.codec import encode
 from les02_flow.nodes.ecuconnect.source import EcuconnectSource, EcuconnectSourceConfig
+from les02_flow.testing import wait_until
 
 WAIT = 10.0
 
 
-async def until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+async def until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    await wait_until(cond, what, timeout)
 
 
 def frame(i: int, **kw: Any) -> can.Message:

@@ -4,7 +4,6 @@ errors, and determinism through the default flow (speed max vs speed 1)."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import time
 from pathlib import Path
@@ -12,42 +11,26 @@ from typing import Any
 
 import can
 import pytest
-from pydantic import Field
 
 from les02_flow.commands.replay import replace_sources
 from les02_flow.compiler import compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import FlowDocument, FlowErrors, load_flow
-from les02_flow.node import Kind, Node, NodeConfig, NodeStartError
+from les02_flow.node import NodeStartError
 from les02_flow.nodes.les02.elevator import ElevatorParams, ElevatorSim
 from les02_flow.nodes.recording.formats import FORMATS, open_writer
 from les02_flow.nodes.recording.replay import Timeline
-from les02_flow.registry import Registry, default_registry
+from les02_flow.registry import Registry
+from les02_flow.testing import Collect, registry_with
 
 ROOT = Path(__file__).resolve().parents[2]
-RECEIVED: dict[str, list[Any]] = {}
-
-
-class CollectConfig(NodeConfig):
-    deep: bool = Field(default=False, description="store deep copies")
-
-
-class Collect(Node[CollectConfig]):
-    """Stores what it receives (test sink)."""
-
-    type_name = "collect"
-    input_kind = Kind.ANY
-
-    def consume(self, message: Any) -> None:
-        RECEIVED.setdefault(self.node_id, []).append(
-            copy.deepcopy(message) if self.config.deep else message
-        )
+RECEIVED = Collect.received
 
 
 @pytest.fixture
 def registry() -> Registry:
     RECEIVED.clear()
-    return default_registry().extended(Collect, origin="tests")
+    return registry_with()
 
 
 def write_log(path: Path, frames: list[can.Message]) -> Path:

@@ -26,6 +26,7 @@ from les02_flow.nodes.ws.sink import (
     WsSinkConfig,
     parse_types_query,
 )
+from les02_flow.testing import wait_until
 
 LOGGER = "test.ws_sink"
 
@@ -33,16 +34,6 @@ LOGGER = "test.ws_sink"
 def make_sink(**cfg: Any) -> WsSink:
     config = WsSinkConfig(host="127.0.0.1", port=0, **cfg)
     return WsSink("ws", config, Context("ws", logging.getLogger(LOGGER)))
-
-
-async def wait_until(cond: Callable[[], bool], what: str) -> None:
-    """Poll ``cond`` on the loop until it holds (at most 5 s)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5.0
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def client(sink: WsSink, query: str = "") -> connect:

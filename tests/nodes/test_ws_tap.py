@@ -15,20 +15,12 @@ from les02_flow.events import Event, encode_event, make_event
 from les02_flow.node import Context
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
 from les02_flow.nodes.ws.tap import EXIT_ERROR, EXIT_OK, EXIT_USAGE, run_tap, tap, tap_url
+from les02_flow.testing import wait_until
 
 
 def make_sink(**cfg: Any) -> WsSink:
     config = WsSinkConfig(host="127.0.0.1", port=0, **cfg)
     return WsSink("ws", config, Context("ws", logging.getLogger("test.ws_tap")))
-
-
-async def wait_until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5.0
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable, Coroutine
 from importlib.metadata import version
 from typing import Any
@@ -25,19 +24,12 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from les02_flow.node import Context
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
+from les02_flow.testing import wait_until
 from les02_flow.wscompat import CONTROL_LIMIT, TESTED, GuardedServerConnection
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def test_installed_websockets_is_in_the_tested_range() -> None:

@@ -13,7 +13,6 @@ import logging
 import socket
 import struct
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,18 +24,10 @@ from les02_flow.flowfile import FlowDocument
 from les02_flow.nodes.ecuconnect.sink import EcuconnectTcpSink
 from les02_flow.nodes.ws.sink import WsSink
 from les02_flow.registry import Registry
+from les02_flow.testing import wait_until as until
 
 CYCLES = 300
 WARMUP = 30
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def reset(sock: socket.socket) -> None:

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,16 +40,13 @@ from les02_flow.events import Event, make_event
 from les02_flow.flowfile import FlowDocument
 from les02_flow.nodes.recording.formats import RecordingReader
 from les02_flow.nodes.rides.store import RideDB
+from les02_flow.testing import wait_until
 
 T0 = 1_737_000_000.0
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await wait_until(cond, what, timeout)
 
 
 def ride_events(ride_id: str, start: float) -> list[Event]:

@@ -12,7 +12,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,9 @@ from les02_flow.nodes.ecuconnect.sink import (
 )
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
 from les02_flow.registry import default_registry
+from les02_flow.testing import wait_until as until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def tcp_sink(**cfg: Any) -> EcuconnectTcpSink:

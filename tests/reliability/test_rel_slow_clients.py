@@ -51,6 +51,7 @@ from les02_flow.nodes.ecuconnect.codec import encode
 from les02_flow.nodes.ecuconnect.sink import TRANSPORT_HIGH_WATER, EcuconnectTcpSink
 from les02_flow.nodes.ws.sink import BURST_SLACK, WsSink
 from les02_flow.registry import Registry
+from les02_flow.testing import wait_until
 from les02_flow.wscompat import WsPeer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +61,7 @@ TCP_BUFFER = 64 * 1024
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(cond, what, timeout)
 
 
 def stalled_socket() -> socket.socket:
