@@ -43,7 +43,9 @@ __all__ = ["Collect", "CollectConfig", "registry_with", "run_nodes", "wait_until
 
 
 async def wait_until(
-    cond: Callable[[], bool], what: str = "the condition", timeout: float = 10.0
+    cond: Callable[[], bool],
+    what: str = "the condition",
+    timeout: float = 10.0,  # noqa: ASYNC109 - a bounded poll is the point of this helper
 ) -> None:
     """Return as soon as ``cond()`` holds; ``AssertionError`` naming ``what`` after
     ``timeout`` seconds. Polls every 5 ms on the running loop (others keep running)."""

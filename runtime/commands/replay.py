@@ -77,6 +77,8 @@ def replace_sources(
             changes.append(
                 f"node '{nid}': can_source replaced by replay_source of {options['path']}"
             )
+            if _holds_events(str(options["path"])):
+                changes.extend(_route_events(doc, nodes, nid, new))
             continue
         if node.get("disabled") is True or not isinstance(type_name, str):
             continue
@@ -100,6 +102,46 @@ def replace_sources(
             )
         )
     return changes
+
+
+def _holds_events(path: str) -> bool:
+    return path.endswith((".jsonl", ".jsonl.gz"))
+
+
+def _port_targets(wires: Any, port: str = "out") -> list[str]:
+    if isinstance(wires, list):
+        return [str(t) for t in wires] if port == "out" else []
+    if isinstance(wires, dict) and isinstance(wires.get(port), list):
+        return [str(t) for t in wires[port]]
+    return []
+
+
+def _route_events(
+    doc: FlowDocument, nodes: dict[str, Any], nid: str, new: dict[str, Any]
+) -> list[str]:
+    """An events recording replaces a bus: its events go where the nodes the bus feeds (e.g.
+    ``les02_parse``) send their events, since they are what those nodes produced when it was
+    recorded. No such node: an error saying so (instead of an idle flow)."""
+    decoders = _port_targets(new.get("wires"))
+    targets: list[str] = []
+    for t in decoders:
+        node = nodes.get(t)
+        if isinstance(node, dict) and node.get("disabled") is not True:
+            targets += [x for x in _port_targets(node.get("wires")) if x not in targets]
+    if not targets:
+        doc.errors.append(
+            FlowError(
+                doc.where(("nodes", nid)),
+                f"{new['path']} holds events, but no node fed by can_source '{nid}' sends "
+                "events anywhere: replay it without --flow, or use a flow that wires a "
+                "replay_source's 'events' port",
+                nid,
+            )
+        )
+        return []
+    new["wires"] = {"events": targets}
+    via = ", ".join(decoders)
+    return [f"node '{nid}': its events go where {via} sends events: {', '.join(targets)}"]
 
 
 def standalone_flow(options: dict[str, Any]) -> dict[str, Any]:

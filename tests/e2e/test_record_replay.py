@@ -220,3 +220,44 @@ def test_record_kill_and_replay_through_the_default_flow(
 def read_events(path: Path) -> tuple[list[dict[str, Any]], list[Problem]]:
     problems: list[Problem] = []
     return list(RecordingReader(str(path), on_problem=problems.append)), problems
+
+
+def _events_file(path: Path) -> Path:
+    from les02_flow.events import encode_event, make_event
+
+    events = [make_event("status", 1.0 + i, {"channel": "master", "n": i}) for i in range(3)]
+    path.write_text("".join(encode_event(e) + "\n" for e in events))
+    return path
+
+
+def test_replaying_events_through_a_flow_routes_them_past_the_decoder(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """Recorded events are what les02_parse produced: they go where parse sends events."""
+    flow = tmp_path / "f.yaml"
+    flow.write_text(
+        "version: 1\nnodes:\n"
+        "  bus: {type: can_source, wires: [parse]}\n"
+        "  parse: {type: les02_parse, wires: {out: [show]}}\n"
+        "  show: {type: debug, stream: stdout}\n"
+    )
+    events = _events_file(tmp_path / "e.jsonl")
+    res = cli("replay", str(events), "--flow", str(flow), "--speed", "max")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count('"type": "status"') == 3, res.stdout
+    assert "its events go where parse sends events: show" in res.stderr
+
+
+def test_replaying_events_into_a_flow_without_an_event_path_is_refused(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    flow = tmp_path / "f.yaml"
+    flow.write_text(
+        "version: 1\nnodes:\n"
+        "  bus: {type: can_source, wires: [rec]}\n"
+        "  rec: {type: file_recorder, path: out.log}\n"
+    )
+    events = _events_file(tmp_path / "e.jsonl")
+    res = cli("replay", str(events), "--flow", str(flow), "--speed", "max", "--keep-recorders")
+    assert res.returncode == 1
+    assert f"{flow}:3:8: node 'bus': {events} holds events" in res.stderr, res.stderr
