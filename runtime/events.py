@@ -14,9 +14,29 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["PROTO_VERSION", "Event", "encode_event", "make_event"]
+__all__ = ["KNOWN_TYPES", "PROTO_VERSION", "Event", "encode_event", "make_event"]
 
 PROTO_VERSION = 1
+
+#: the event types les02-flow's own nodes emit (docs/protocol.md); flows and plugins may add
+#: more, so this list is for hints (``tap --types`` typos), never for rejecting a type
+KNOWN_TYPES = frozenset(
+    {
+        "position_sample",
+        "status",
+        "error",
+        "system",
+        "ride_start",
+        "ride_end",
+        "relevel",
+        "channel_mismatch",
+        "dropout",
+        "batch",
+        "can_message",
+        "can_invalid",
+        "edge_status",
+    }
+)
 
 Event = dict[str, Any]
 

@@ -8,6 +8,7 @@ unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work); eve
 from __future__ import annotations
 
 import asyncio
+import difflib
 import ipaddress
 import os
 import sys
@@ -21,9 +22,11 @@ from websockets.exceptions import (
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidProxy,
+    InvalidStatus,
     InvalidURI,
 )
 
+from les02_flow.events import KNOWN_TYPES
 from les02_flow.nodes.ws.sink import TypeFilterError, parse_types_query
 
 #: environment variable whose value tap sends as `Authorization: Bearer <token>`
@@ -95,6 +98,14 @@ async def tap(
         print(f"tap: {exc}", file=err)
         return EXIT_USAGE
 
+    for name in _unknown_types(types):
+        close = difflib.get_close_matches(name, sorted(KNOWN_TYPES), n=1)
+        maybe = f" (did you mean '{close[0]}'?)" if close else ""
+        print(
+            f"tap: warning: no les02-flow node emits events of type '{name}'{maybe}; "
+            "waiting for them anyway (a flow or plugin may)",
+            file=err,
+        )
     options: dict[str, Any] = {}
     token = os.environ.get(TOKEN_ENV)
     if token:
@@ -106,6 +117,17 @@ async def tap(
     except InvalidURI as exc:
         print(f"tap: invalid URL {full_url!r}: {exc}", file=err)
         return EXIT_USAGE
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = _HINT
+        if status == 401:
+            hint = (
+                f"the sink wants a token: ${TOKEN_ENV} is set but wrong"
+                if token
+                else f"the sink wants a token: export {TOKEN_ENV}=<the sink's token_env value>"
+            )
+        print(f"tap: cannot connect to {full_url}: HTTP {status} ({hint})", file=err)
+        return EXIT_ERROR
     except (OSError, TimeoutError, InvalidHandshake, InvalidProxy) as exc:
         cause = str(exc) or type(exc).__name__
         print(f"tap: cannot connect to {full_url}: {cause} ({_HINT})", file=err)
@@ -150,6 +172,12 @@ def _closed(ws: ClientConnection, url: str, exc: ConnectionClosed | None) -> int
         return EXIT_OK
     print(f"tap: connection to {url} ended: {what}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _unknown_types(types: Sequence[str] | None) -> list[str]:
+    items = [types] if isinstance(types, str) else list(types or ())
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    return [n for n in names if n not in KNOWN_TYPES]
 
 
 def _is_loopback(host: str) -> bool:

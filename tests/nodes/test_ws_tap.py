@@ -139,3 +139,34 @@ def test_tap_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_tap_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_tap(f"ws://127.0.0.1:{free_port()}", out=io.StringIO()) == EXIT_ERROR
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_tap_401_names_the_token_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAP_TEST_SECRET", "s3cret")
+    monkeypatch.delenv("LES02_WS_TOKEN", raising=False)
+
+    async def main() -> None:
+        sink = make_sink(token_env="TAP_TEST_SECRET")
+        await sink.start()
+        try:
+            assert await tap(f"ws://127.0.0.1:{sink.port}", out=io.StringIO()) == EXIT_ERROR
+            monkeypatch.setenv("LES02_WS_TOKEN", "wrong")
+            assert await tap(f"ws://127.0.0.1:{sink.port}", out=io.StringIO()) == EXIT_ERROR
+        finally:
+            await sink.stop()
+
+    run(main)
+    err = capsys.readouterr().err
+    assert "HTTP 401 (the sink wants a token: export LES02_WS_TOKEN=" in err
+    assert "$LES02_WS_TOKEN is set but wrong" in err
+
+
+def test_tap_warns_about_a_type_no_node_emits(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert run_tap(f"ws://127.0.0.1:{port}", types=["ride_strat,status"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "no les02-flow node emits events of type 'ride_strat'" in err
+    assert "(did you mean 'ride_start'?)" in err
+    assert "'status'" not in err.split("warning", 1)[1].split("\n", 1)[0]
