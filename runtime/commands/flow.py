@@ -7,10 +7,11 @@ import sys
 
 from les02_flow.cliargs import Subparsers, add_command, add_run_options, add_set_option
 from les02_flow.clirun import Reload, compile_path, run_flow
+from les02_flow.compiler import CompiledFlow
 from les02_flow.describe import render_graph
 from les02_flow.flowtest.load import is_test_file
 
-__all__ = ["ORDER", "register"]
+__all__ = ["ORDER", "flow_warnings", "register"]
 
 ORDER = 10
 
@@ -20,6 +21,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if flow is None:
         return 1
     return run_flow(flow, args.stats_interval, Reload(args.flow, args.set, watch=args.watch))
+
+
+def flow_warnings(flow: CompiledFlow) -> list[str]:
+    """What is valid but probably a mistake (pure): a node whose outputs are wired nowhere
+    (everything it makes is dropped) and a node that takes input but gets none.
+
+    Each line is ``FILE:LINE:COL: node 'ID': warning: ...``; disabled nodes are left out.
+    """
+    enabled = {n.id for n in flow.enabled()}
+    out: list[str] = []
+    for node in flow.enabled():
+        where = f"{node.location}: node '{node.id}': warning:"
+        wired = any(t in enabled for targets in node.wires.values() for t in targets)
+        if node.ports and not wired:
+            out.append(f"{where} its output is wired nowhere, what it emits is dropped")
+        if node.cls.input_kind is not None and not flow.upstream(node.id):
+            out.append(f"{where} nothing is wired into it, it gets no input")
+    return out
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -34,6 +53,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if flow is None:
             status = 1
         else:
+            for line in flow_warnings(flow):
+                print(line, file=sys.stderr)
             print(f"{path}: ok ({len(flow.nodes)} nodes)")
     return status
 

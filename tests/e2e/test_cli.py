@@ -257,3 +257,21 @@ def test_piping_to_head_ends_quietly(cli_cmd: list[str]) -> None:
     assert proc.returncode == 0, err
     assert "Broken pipe" not in err and "BrokenPipeError" not in err, err
     assert "not printing any more" in err
+
+
+def test_validate_warns_about_unwired_outputs_and_sinks_without_input(
+    cli: Cli, tmp_path: Path
+) -> None:
+    flow = tmp_path / "f.yaml"
+    flow.write_text(
+        "version: 1\nnodes:\n"
+        "  bus: {type: can_source, channel: warn-test, wires: [parse]}\n"
+        "  parse: {type: les02_parse}\n"
+        "  lonely: {type: debug}\n"
+        "  off: {type: debug, disabled: true}\n"
+    )
+    res = cli("validate", str(flow))
+    assert res.returncode == 0, res.stderr  # warnings, not errors
+    assert f"{flow}:4:3: node 'parse': warning: its output is wired nowhere" in res.stderr
+    assert f"{flow}:5:3: node 'lonely': warning: nothing is wired into it" in res.stderr
+    assert "'off'" not in res.stderr and "'bus'" not in res.stderr
