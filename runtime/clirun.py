@@ -102,10 +102,31 @@ def _load_and_compile(reload: Reload) -> CompiledFlow | FlowErrors:
     try:
         doc = load_flow(reload.path)
         if doc.data is not None:
-            apply_sets(doc, reload.sets)
+            apply_sets(doc, _sets_still_wanted(doc, reload.sets))
         return compile_document(doc)
     except FlowErrors as errors:
         return errors
+
+
+def _sets_still_wanted(doc: FlowDocument, sets: Sequence[str]) -> list[str]:
+    """The ``--set`` overrides of a re-deploy whose node is still in the edited file; an
+    override for a node the edit removed is a warning, not a veto of every later edit."""
+    nodes = doc.data.get("nodes") if isinstance(doc.data, dict) else None
+    if not isinstance(nodes, dict):
+        return list(sets)
+    kept = []
+    for item in sets:
+        node = item.split("=", 1)[0].split(".", 1)[0].strip()
+        if node in nodes:
+            kept.append(item)
+        else:
+            log.warning(
+                "--set %s: node '%s' is no longer in %s; this override is ignored",
+                item,
+                node,
+                doc.path,
+            )
+    return kept
 
 
 async def compile_off_loop(reload: Reload) -> CompiledFlow | FlowErrors:

@@ -32,7 +32,7 @@ from typing import Any
 from reactivex import Observable, abc
 
 from .compiler import CompiledFlow, CompiledNode
-from .node import Context, Counters, FlowView, Node, NodeConfig
+from .node import Context, Counters, FlowView, Node, NodeConfig, NodeStartError
 from .streams import HotPort
 
 __all__ = ["ApplyResult", "Engine", "format_stats"]
@@ -379,7 +379,14 @@ class Engine:
     async def _start_one(self, live: _Live) -> None:
         live.node.ctx.loop = asyncio.get_running_loop()
         self._subscribe(live)
-        await live.node.start()
+        try:
+            await live.node.start()
+        except NodeStartError as exc:
+            # say which node of which flow line, whatever the node's own message says
+            where = f"{live.spec.location}: node '{live.id}'"
+            if str(exc).startswith(where):
+                raise
+            raise NodeStartError(f"{where}: {exc}") from exc
         live.started = True
         if live.spec.cls.is_source() and not live.spec.ports:
             live.waiter = asyncio.create_task(self._await_finished(live))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -177,3 +178,5 @@ def test_a_node_that_cannot_start_fails_the_run(cli_cmd: list[str], free_port: i
         )
     assert result.returncode == 1
     assert f"ws_sink: cannot listen on 127.0.0.1:{free_port}" in result.stderr
+    # which node of which flow line: flows/default.yaml:LINE:COL: node 'ws': ...
+    assert re.search(r"flows/default\.yaml:\d+:\d+: node 'ws': ws_sink: cannot", result.stderr)

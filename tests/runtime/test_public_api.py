@@ -58,7 +58,7 @@ def test_every_package_directory_is_listed_in_pyproject() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = set()
-    for top, name in (("runtime", "les02_flow"), ("nodes", "les02_flow.nodes")):
+    for name, top in config["package-dir"].items():  # runtime, nodes, flows
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / top).parts
             found.add(".".join((name, *rel)))
