@@ -258,7 +258,7 @@ class Debug(Node[DebugConfig]):
         if self._reader_gone:
             return
         self._reader_gone = True
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())  # no "Broken pipe" at exit either
             os.close(devnull)

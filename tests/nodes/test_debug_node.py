@@ -196,17 +196,26 @@ def test_stream_log(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixt
 
 def test_broken_stream_is_counted_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken:
+        def __init__(self, exc: type[OSError]) -> None:
+            self.exc = exc
+
         def write(self, text: str) -> int:
-            raise BrokenPipeError("gone")
+            raise self.exc("gone")
 
         def flush(self) -> None:
-            raise BrokenPipeError("gone")
+            raise self.exc("gone")
 
-    monkeypatch.setattr("sys.stdout", Broken())
+    monkeypatch.setattr("sys.stdout", Broken(OSError))
     node = make_node()
     node.consume(1)
     node.consume(2)
     assert node.counters.errors == 2
+    # the reader of the pipe went away (| head): dropped quietly, no error per message
+    monkeypatch.setattr("sys.stdout", Broken(BrokenPipeError))
+    node = make_node()
+    node.consume(1)
+    node.consume(2)
+    assert (node.counters.errors, node.counters.dropped) == (0, 2)
 
 
 def test_config_rejects_bad_values() -> None:
