@@ -206,6 +206,14 @@ def fleet_run(lifts: int, seconds: float, ride_every: float, with_samples: bool 
     db = tmp / "fleet-rides.sqlite"
     log_path = tmp / "central.log"
     env = {**os.environ, "LES02_MQTT_URL": broker.url, "LES02_DATA_DIR": str(tmp)}
+    # an independent subscriber stamps each ride_end's arrival at the broker's side
+    at_broker = tmp / "ride_end-at-broker.txt"
+    with at_broker.open("w") as out:
+        probe = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+             "-t", "les02/+/+/ride_end", "-F", "%U %p"],
+            stdout=out, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     with log_path.open("w") as log:
         central = subprocess.Popen(
             [*les02_flow(), "run", str(ROOT / "flows/fleet-central.yaml"),
@@ -269,6 +277,8 @@ def fleet_run(lifts: int, seconds: float, ride_every: float, with_samples: bool 
 
         wall, cpu, bcpu, gcpu = asyncio.run(drive())
     finally:
+        probe.kill()
+        probe.wait(10)
         central.send_signal(signal.SIGINT)
         try:
             central.wait(30)
@@ -297,6 +307,11 @@ def fleet_run(lifts: int, seconds: float, ride_every: float, with_samples: bool 
     batches = sent_samples // SAMPLES_PER_BATCH
     lost = "yes" if emitted >= sent_events and stored == sent_rides else "NO"
     ms = [x * 1000 for x in lat]
+    probe_ms = []
+    for line in at_broker.read_text().splitlines():
+        stamp, _, payload = line.partition(" ")
+        with contextlib.suppress(ValueError, KeyError):
+            probe_ms.append((float(stamp) - json.loads(payload)["ts"]) * 1000)
     rows: Rows = [
         (
             "lifts, seconds",
@@ -324,6 +339,11 @@ def fleet_run(lifts: int, seconds: float, ride_every: float, with_samples: bool 
             "end-to-end ride_end latency",
             f"p50 {pct(ms, 0.5):.1f} ms, p99 {pct(ms, 0.99):.1f} ms, max {max(ms or [0]):.1f} ms "
             f"({len(ms)} rides; generator -> mosquitto -> central -> WebSocket client)",
+        ),
+        (
+            "ride_end latency to a plain subscriber",
+            f"p50 {pct(probe_ms, 0.5):.1f} ms, p99 {pct(probe_ms, 0.99):.1f} ms "
+            f"({len(probe_ms)} rides; generator -> mosquitto -> mosquitto_sub, for comparison)",
         ),
         (
             "central CPU",

@@ -5,7 +5,8 @@
 * Event message: one JSON object, the event envelope of ``docs/protocol.md`` plus ``site``
   and, for messages that went through the spool (QoS 1), ``seq`` (the publisher's message
   number; grows by one per spooled message and survives restarts; a repeated ``seq`` is a
-  QoS 1 duplicate).
+  QoS 1 duplicate) and ``spool`` (the id of the spool that numbered it: a new spool starts
+  ``seq`` at 1 again).
 * Event batch: a JSON array of such objects (without ``seq``), oldest first.
 * Frame batch (topic type ``frames``): binary, little-endian::
 
@@ -158,19 +159,24 @@ class TopicTemplate:
 # -- events --------------------------------------------------------------------------------------
 
 
-def encode_event_payload(event: Event, site: str, seq: int | None = None) -> bytes:
-    """One event as an MQTT payload: the envelope plus ``site`` (and ``seq``), compact JSON.
+def encode_event_payload(
+    event: Event, site: str, seq: int | None = None, spool: str | None = None
+) -> bytes:
+    """One event as an MQTT payload: the envelope plus ``site`` (and ``seq``, ``spool``),
+    compact JSON.
 
     >>> ev = {"proto": 1, "type": "ride_end", "ts": 2.5, "source": "lift-3", "payload": {}}
-    >>> encode_event_payload(ev, "hq", 7)
-    b'{"proto":1,"type":"ride_end","ts":2.5,"source":"lift-3","payload":{},"site":"hq","seq":7}'
+    >>> encode_event_payload(ev, "hq", 7, "0a1b2c3d")
+    b'{"proto":1,"type":"ride_end","ts":2.5,"source":"lift-3","payload":{},"site":"hq","seq":7,"spool":"0a1b2c3d"}'
     """
     doc = dict(event)
     doc["site"] = site
+    doc.pop("seq", None)
+    doc.pop("spool", None)
     if seq is not None:
         doc["seq"] = seq
-    else:
-        doc.pop("seq", None)
+        if spool is not None:
+            doc["spool"] = spool
     return _dumps(doc).encode()
 
 
@@ -181,6 +187,7 @@ def encode_event_batch(events: list[Event], site: str) -> bytes:
         d = dict(ev)
         d["site"] = site
         d.pop("seq", None)
+        d.pop("spool", None)
         docs.append(d)
     return _dumps(docs).encode()
 

@@ -249,7 +249,9 @@ class MqttSink(Node[MqttSinkConfig]):
         qos = self._qos.get(type_, self._qos_default)
         topic = self._topic(source, type_)
         if qos and self._spool is not None:
-            payload_bytes = encode_event_payload(message, self.config.site, self._spool.next_seq)
+            payload_bytes = encode_event_payload(
+                message, self.config.site, self._spool.next_seq, self._spool.id
+            )
             self._spool_append(topic, payload_bytes)
         else:
             self._queue0(topic, encode_event_payload(message, self.config.site), False)

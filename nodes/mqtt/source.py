@@ -4,7 +4,7 @@ One aiomqtt connection (persistent session, capped exponential backoff); each me
 decoded by its payload and topic (docs/fleet.md): a JSON object is one event, a JSON array a
 batch of events, a ``frames`` topic a binary frame batch, a status topic ``online``/
 ``offline`` an ``edge_status`` event. Every event keeps its ``source`` and gets ``site``; QoS 1
-duplicates (a ``seq`` already seen from that site and source) are dropped.
+duplicates (a ``seq`` already seen from that site, source and spool) are dropped.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class MqttSourceConfig(MqttConnectionConfig):
         "spools, in case the broker lost its sessions).",
     )
     dedup: bool = Field(
-        default=True, description="Drop QoS 1 duplicates (a seq already seen per site/source)."
+        default=True,
+        description="Drop QoS 1 duplicates (a seq already seen from that site, source and spool).",
     )
 
     @field_validator("topics")
@@ -164,7 +165,7 @@ class MqttSource(Node[MqttSourceConfig]):
         self._state = (
             TopicTemplate(config.state_topic, ("site", "source")) if config.state_topic else None
         )
-        self._last_seq: dict[tuple[str, str], int] = {}
+        self._last_seq: dict[tuple[str, str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._client_id = config.client_id or f"les02-central-{node_id}"
@@ -253,10 +254,11 @@ class MqttSource(Node[MqttSourceConfig]):
             if "site" not in ev:
                 ev["site"] = (parts or {}).get("site", "")
             seq = ev.pop("seq", None)
+            spool = ev.pop("spool", None)
             if self.config.dedup and isinstance(seq, int):
-                key = (str(ev["site"]), ev["source"])
+                key = (str(ev["site"]), ev["source"], str(spool))
                 last = self._last_seq.get(key)
-                if last is not None and seq <= last and last - seq < 1_000_000:
+                if last is not None and seq <= last:
                     self.counters.bump("duplicates")
                     continue
                 self._last_seq[key] = seq

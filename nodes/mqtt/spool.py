@@ -19,6 +19,8 @@ more (MQTT QoS 1 is "at least once"; receivers drop duplicates by ``seq``).
 
 Layout of ``directory``::
 
+    id                        8 hex digits naming this spool (:attr:`Spool.id`; a new spool, a
+                              new id: receivers tell a restarted ``seq`` from a duplicate)
     done                      16 bytes: u64 LE seq of the last acknowledged-or-dropped
                               message, u32 LE CRC-32 of those 8 bytes, 4 bytes zero
     00000000000000000001.seg  records whose seq starts at 1, then 2, ... (rotated at
@@ -145,6 +147,8 @@ class Spool:
         #: messages recovered from disk when the spool was opened
         self.recovered = 0
         self.dir: Path | None = None if directory is None else Path(directory)
+        #: names this spool; published with ``seq`` (a new spool numbers from 1 again)
+        self.id = os.urandom(4).hex()
         if self.dir is not None:
             self._load(self.dir)
 
@@ -336,6 +340,14 @@ class Spool:
     def _load(self, directory: Path) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            id_path = directory / "id"
+            text = id_path.read_text().strip() if id_path.exists() else ""
+            if len(text) == 8 and all(c in "0123456789abcdef" for c in text):
+                self.id = text
+            else:
+                tmp = directory / "id.tmp"
+                tmp.write_text(self.id + "\n")
+                os.replace(tmp, id_path)
             done_path = directory / "done"
             if done_path.exists():
                 raw = done_path.read_bytes()

@@ -130,6 +130,8 @@ def test_sigkilled_edge_loses_at_most_the_flush_window(tmp_path: Path) -> None:
     # in order, no gap, no duplicate, starting at the spool's first message
     assert seqs == list(range(1, len(seqs) + 1)), (seqs[:10], sorted(seqs)[:10], len(seqs))
     assert before[0]["seq"] == 1
+    # the restarted edge kept its spool, so its spool id: one sequence across the restart
+    assert len({s["spool"] for s in got}) == 1
     lost = killed_at - before[-1]["ts"]
     # at most the flush window (plus the time a frame takes from the simulator to the sink on
     # this loaded machine) was lost

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiomqtt
@@ -121,7 +122,8 @@ def test_round_trip_event_for_event_and_documented_layout(broker: Mosquitto) -> 
         "les02/hq/lift-1/position",
     }
     one = json.loads(raw["les02/hq/lift-1/ride_end"][0])
-    assert one == dict(ride_end(1), site="hq", seq=one["seq"]) and isinstance(one["seq"], int)
+    assert one == dict(ride_end(1), site="hq", seq=one["seq"], spool=one["spool"])
+    assert isinstance(one["seq"], int) and re.fullmatch(r"[0-9a-f]{8}", one["spool"])
     batch = [x for p in raw["les02/hq/lift-1/position_sample"] for x in json.loads(p)]
     assert batch == [dict(m, site="hq") for m in sent if m["type"] == "position_sample"]
     blob = b"".join(raw["les02/hq/edge-a/frames"][:1])
@@ -168,3 +170,21 @@ def test_refusals_are_classified() -> None:
     assert is_refused(MqttConnectError(4)) == "auth"
     assert is_refused(MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=135))) == "auth"
     assert is_refused(aiomqtt.MqttCodeError(4, "The client is not currently connected.")) is None
+
+
+def test_source_drops_duplicates_but_not_a_new_spools_sequence() -> None:
+    src, events, _ = source()
+
+    def msg(seq: int, spool: str) -> bytes:
+        return json.dumps(dict(ride_end(seq), site="hq", seq=seq, spool=spool)).encode()
+
+    topic = "les02/hq/lift-1/ride_end"
+    for seq in (1, 2, 3, 2, 3, 4):  # 2, 3 again: QoS 1 resends after a reconnect
+        src.handle(topic, msg(seq, "aaaaaaaa"))
+    for seq in (1, 2):  # the edge got a new spool (replaced, spool deleted): seq from 1
+        src.handle(topic, msg(seq, "bbbbbbbb"))
+    src.handle(topic, b'{"not": "an event"}')
+    ids = [e["payload"]["ride_id"] for e in events]
+    assert ids == ["r00001", "r00002", "r00003", "r00004", "r00001", "r00002"]
+    assert all("seq" not in e and "spool" not in e for e in events)
+    assert src.counters.extra["duplicates"] == 2 and src.counters.extra["bad_messages"] == 1

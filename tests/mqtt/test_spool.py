@@ -147,3 +147,10 @@ def test_needs_flush_only_with_something_to_write(tmp_path: Path) -> None:
     sp.flush()
     assert not sp.needs_flush()
     assert not make(None).needs_flush()
+
+
+def test_spool_id_survives_restart_and_a_new_spool_gets_a_new_one(tmp_path: Path) -> None:
+    a = make(tmp_path / "a")
+    assert len(a.id) == 8 and make(tmp_path / "a").id == a.id
+    assert make(tmp_path / "b").id != a.id
+    assert make(None).id != make(None).id
