@@ -25,7 +25,9 @@ Rules (``docs/protocol.md`` "Ride events" is the user-facing description):
   three samples in the window are needed; with fewer (after a silence) the speed is unknown
   and taken as standing. A speed above ``max_speed`` is a timing fault the clock could not
   undo (e.g. a stall longer than ``max_stall``): it is ignored and counted
-  (``implausible_speed``), the previous speed stands.
+  (``implausible_speed``), the previous speed stands. ``max_speed_mm_s`` reports the
+  highest speed reachable at ``max_accel`` from the previous one (a squeezed burst cannot
+  report a speed the car did not reach).
 * **Motion starts** when ``|speed| > start_speed`` (mm/s) for at least ``start_time`` seconds
   in one direction. **It ends** when ``|speed| < stop_speed`` for at least ``stop_time``
   seconds (decided at ``below_since + stop_time``), or when no sample of the detection
@@ -194,6 +196,13 @@ class DetectorParams(BaseModel):
         25000.0,
         "Fastest speed (mm/s) a car can reach; a faster regression speed is a timing fault "
         "and ignored (counted in implausible_speed).",
+        gt=0,
+    )
+    max_accel: float = _f(
+        3000.0,
+        "Highest acceleration (mm/s²) a car reaches (passenger lifts stay below 1,500); "
+        "max_speed_mm_s never rises faster than this, so a burst the timing model could not "
+        "undo cannot report a speed the car did not reach.",
         gt=0,
     )
     gap_limit: float = _f(
@@ -666,6 +675,7 @@ class _Core:
         self._mismatch: _Mismatch | None = None
         self._res = p.resolution_mm
         self._max_speed = p.max_speed
+        self._plausible = 0.0  # mm/s
         self._flush_reason: str | None = None
 
     def busy(self) -> bool:
@@ -748,6 +758,7 @@ class _Core:
             # a silence (not a short dropout: the regression bridges those exactly)
             self._segment_start = ts
             self._slope.clear()
+            self._plausible = 0.0
         hist = self._hist
         hist.append((ts, raw))
         limit = ts - p.history
@@ -762,6 +773,10 @@ class _Core:
         else:
             self._speed = v
         speed_mm = abs(self._speed) * self._res
+        # the speed a car can have reached (max_accel from the last one): what max_speed reports
+        last = ch.last_ts
+        step = p.max_accel * (ts - last) if last is not None else 0.0
+        self._plausible = min(speed_mm, self._plausible + step)
         self._standing_at_last = speed_mm < p.stop_speed
         move = self._move
         if move is None:
@@ -778,7 +793,7 @@ class _Core:
                 return
         else:
             move.samples += 1
-        move.max_speed = max(move.max_speed, speed_mm)
+        move.max_speed = max(move.max_speed, self._plausible)
         if speed_mm < p.stop_speed:
             if move.below_since is None:
                 move.below_since = ts

@@ -196,6 +196,8 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
                         "type": "ride_detect",
                         # frame time runs `speed` times faster than the simulation
                         "rate_hz": 250.0 * speed,
+                        "max_speed": 25000.0 * speed,
+                        "max_accel": 3000.0 * speed * speed,
                         "window": 0.2 / speed,
                         "start_speed": 15.0 * speed,
                         "start_time": 0.05 / speed,
@@ -321,6 +323,8 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
                     "rides": {
                         "type": "ride_detect",
                         "rate_hz": 250.0 * speed,
+                        "max_speed": 25000.0 * speed,
+                        "max_accel": 3000.0 * speed * speed,
                         "window": 0.2 / speed,
                         "start_speed": 15.0 * speed,
                         "start_time": 0.05 / speed,
