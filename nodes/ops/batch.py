@@ -82,7 +82,7 @@ class Batcher:
         emit(batch_event(events, reason, self.source))
 
     def flush(self, emit: Callable[[Event], None], reason: str = "end") -> None:
-        """Emit the open batch, if any (the input ended, or went quiet: ``interval``)."""
+        """Emit the open batch, if any (the input ended: ``end``; went quiet: ``quiet``)."""
         if self.events:
             self._close(reason, emit)
 
@@ -108,6 +108,16 @@ class BatchConfig(NodeConfig):
         min_length=1,
         description="'source' of the batch events (default: the first event's source).",
     )
+    quiet_flush: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description=(
+            "Live: after this many seconds of wall-clock quiet on the input, send the open "
+            "batch (reason 'quiet'). Off (null): batches depend on event time only."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BatchConfig:
@@ -123,15 +133,15 @@ class Batch(Node[BatchConfig]):
     ``interval`` seconds (event time, ``ts``) after the batch's first event (that event opens
     the next batch), or when the input ends. The output is one envelope per batch
     (docs/protocol.md, ``batch``): ``type: batch``, ``ts`` of its last event, and a payload
-    ``{count, first_ts, last_ts, reason: count|interval|end, events: [...]}`` holding the
+    ``{count, first_ts, last_ts, reason: count|interval|quiet|end, events: [...]}`` holding the
     events unchanged, in order.
 
     Live vs replay: batches are cut by event time, so a replay at full speed gives the same
     batches as the live run. Live, a batch closed by ``interval`` goes out when the next event
-    arrives; and when the input has been quiet for one ``interval`` of wall-clock time (a bus
-    that fell silent), the open batch goes out then (``reason: interval``). A replay at full
-    speed is never quiet that long, so it gives the same batches. When the flow stops, the
-    open batch goes out (``reason: end``) first.
+    arrives, so if the input falls silent the open batch waits. With ``quiet_flush: S`` (off
+    by default), S seconds of wall-clock quiet send it at once (``reason: quiet``); that is
+    wall time, so a live run whose delivery stalls can then differ from a replay. When the
+    flow stops, the open batch goes out (``reason: end``) first.
     """
 
     type_name: ClassVar[str] = "batch"
@@ -157,13 +167,13 @@ class Batch(Node[BatchConfig]):
             emit = observer.on_next
             self._emit = emit
             quiet = QuietFlush(
-                c.interval or 0.0,
+                c.quiet_flush or 0.0,
                 lambda: bool(batcher.events),
-                lambda: batcher.flush(emit, "interval"),
+                lambda: batcher.flush(emit, "quiet"),
                 lambda: self.ctx.loop,
             )
             self._quiet = quiet
-            activity = quiet.activity if c.interval is not None else None
+            activity = quiet.activity if c.quiet_flush is not None else None
 
             def on_next(m: Any) -> None:
                 try:

@@ -150,6 +150,17 @@ class ThrottleConfig(NodeConfig):
         default_factory=list,
         description="Field paths keying the limit (e.g. [payload.channel] or [arbitration_id]).",
     )
+    quiet_flush: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description=(
+            "Live (latest mode): after this many seconds of wall-clock quiet on the input, send "
+            "the held messages. Off (null): the output depends on message time only, so live "
+            "and replay give the same stream; set it when the source can fall silent."
+        ),
+    )
 
     @field_validator("key")
     @classmethod
@@ -170,9 +181,10 @@ class Throttle(Node[ThrottleConfig]):
 
     Live vs replay: a held message goes out when a message at or past its window's end
     arrives (on a 250 Hz LES02 bus, within 4 ms of the wall-clock end) or when the input
-    ends. Live only, when the input has been quiet for one ``interval`` of wall-clock time
-    (a bus that fell silent), the held messages go out then, as if their windows had ended;
-    a replay at full speed is never quiet that long, so it gives the same output. A message
+    ends, so if the bus falls silent the newest message waits for the next one. With
+    ``quiet_flush: S`` (off by default), S seconds of wall-clock quiet send the held messages
+    at once; that is wall time, so a live run whose delivery stalls for S seconds (a loaded
+    machine) can then differ from a replay. A message
     without a time is an error (counted, logged, skipped). When the flow stops, held messages
     go out first. The port carries what the node receives.
     Costs about 1 µs per message.
@@ -210,13 +222,14 @@ class Throttle(Node[ThrottleConfig]):
             feed = throttler.feed
             self._emit = emit
             quiet = QuietFlush(
-                c.interval,
+                c.quiet_flush or 0.0,
                 lambda: throttler.holding,
                 lambda: throttler.flush_quiet(emit),
                 lambda: self.ctx.loop,
             )
             self._quiet = quiet
-            activity = quiet.activity if c.mode == "latest" else None
+            use_quiet = c.mode == "latest" and c.quiet_flush is not None
+            activity = quiet.activity if use_quiet else None
 
             def on_next(m: Any) -> None:
                 before = throttler.dropped

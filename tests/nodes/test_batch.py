@@ -82,10 +82,10 @@ def test_config_errors(config: dict[str, object], message: str) -> None:
     assert message in str(info.value)
 
 
-def test_live_a_quiet_input_closes_the_batch_after_one_interval() -> None:
+def test_live_quiet_flush_closes_the_batch() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        node = make(Batch, interval=0.1)
+        node = make(Batch, interval=10.0, quiet_flush=0.1)
         node.ctx.loop = loop
         h = Harness(node).push([ev(ts=0.0), ev(ts=0.01)])
         deadline = loop.time() + 10
@@ -93,7 +93,7 @@ def test_live_a_quiet_input_closes_the_batch_after_one_interval() -> None:
             assert loop.time() < deadline, "the open batch was never sent"
             await asyncio.sleep(0.01)
         assert [(b["payload"]["count"], b["payload"]["reason"]) for b in h.out["out"]] == [
-            (2, "interval")
+            (2, "quiet")
         ]
         await node.stop()
         assert len(h.out["out"]) == 1

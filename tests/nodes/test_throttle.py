@@ -116,10 +116,10 @@ def test_config(config: dict[str, object], message: str | None) -> None:
     assert message in str(info.value)
 
 
-def test_live_a_quiet_input_sends_the_held_message_after_one_interval() -> None:
+def test_live_quiet_flush_sends_the_held_message_after_quiet_seconds() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        node = make(Throttle, interval=0.1)
+        node = make(Throttle, interval=0.1, quiet_flush=0.1)
         node.ctx.loop = loop
         h = Harness(node).push([ev(ts=0.0), ev(ts=0.02), ev(ts=0.05)])
         held_since = loop.time()
@@ -139,9 +139,22 @@ def test_live_a_quiet_input_sends_the_held_message_after_one_interval() -> None:
     asyncio.run(main())
 
 
+def test_by_default_the_wall_clock_never_sends_anything() -> None:
+    async def main() -> None:
+        node = make(Throttle, interval=0.05)
+        node.ctx.loop = asyncio.get_running_loop()
+        h = Harness(node).push([ev(ts=0.0), ev(ts=0.01)])
+        await asyncio.sleep(0.3)  # six intervals of wall-clock quiet
+        assert [e["ts"] for e in h.out["out"]] == [0.0]
+        await node.stop()
+        assert [e["ts"] for e in h.out["out"]] == [0.0, 0.01]
+
+    asyncio.run(main())
+
+
 def test_busy_input_is_not_flushed_by_the_wall_clock() -> None:
     async def main() -> None:
-        node = make(Throttle, interval=0.5)
+        node = make(Throttle, interval=0.5, quiet_flush=0.5)
         node.ctx.loop = asyncio.get_running_loop()
         h = Harness(node)
         # frame time advances far slower than wall time here: without quiet periods the
