@@ -108,8 +108,10 @@ def node_markdown(cls: type[Node[NodeConfig]]) -> str:
         if Kind.ANY in cls.output_ports.values():
             ports += "; `any` ports carry what the node receives"
         lines.append(f"- **outputs:** {ports}")
-    else:
+    elif cls.input_kind is not None:
         lines.append("- **outputs:** none (sink)")
+    else:
+        lines.append("- **outputs:** none (it acts outside the flow, e.g. sends onto a bus)")
     lines += ["", "| key | type | default | description |", "|---|---|---|---|"]
     for name, prop in schema.get("properties", {}).items():
         desc = cls.config_model.model_fields[name].description or ""
