@@ -15,6 +15,7 @@ from les02_flow.events import make_event
 from les02_flow.node import Context, NodeStartError
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig, parse_types_query
 from les02_flow.nodes.ws.tap import tap
+from les02_flow.testing import wait_until
 
 
 def make_sink(**cfg: Any) -> WsSink:
@@ -45,16 +46,17 @@ def test_token_is_required_at_the_handshake(monkeypatch: pytest.MonkeyPatch) -> 
                 ) as a,
                 connect(url + "?token=s3cret&types=status", proxy=None) as b,
             ):
-                await asyncio.sleep(0.05)
+                await wait_until(lambda: sink.client_count == 2, "both clients admitted")
                 sink.consume(event)
                 assert '"status"' in await asyncio.wait_for(a.recv(), 5)
                 assert '"status"' in await asyncio.wait_for(b.recv(), 5)
 
+            await wait_until(lambda: sink.client_count == 0, "a and b gone")
             # tap sends the token from LES02_WS_TOKEN
             monkeypatch.setenv("LES02_WS_TOKEN", "s3cret")
             out = io.StringIO()
             task = asyncio.create_task(tap(url, out=out, count=1))
-            await asyncio.sleep(0.3)
+            await wait_until(lambda: sink.client_count == 1 or task.done(), "tap connected")
             sink.consume(event)
             assert await asyncio.wait_for(task, 5) == 0
             assert '"status"' in out.getvalue()
