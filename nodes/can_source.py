@@ -183,6 +183,13 @@ class CanSourceConfig(NodeConfig):
         "client writes: less CPU on a small computer) at the price of up to this much added "
         "latency. 0 = read each frame as it arrives.",
     )
+    idle_warning: float = Field(
+        default=5.0,
+        ge=0,
+        description="On a 'virtual' bus: warn when no frame arrived this many seconds after "
+        "opening it (the virtual interface only reaches this process; another process needs "
+        "interface udp_multicast). 0 = never.",
+    )
     retry_initial: float = Field(
         default=0.5, gt=0, description="Seconds before the first reopen attempt after a failure."
     )
@@ -294,6 +301,7 @@ class _Session:
     drops_seen: int = 0
     drop_timer: asyncio.TimerHandle | None = None
     rest_timer: asyncio.TimerHandle | None = None
+    idle_timer: asyncio.TimerHandle | None = None
 
 
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
@@ -605,7 +613,23 @@ class CanSource(Node[CanSourceConfig]):
         self.log.info(
             "can_source '%s': reading CAN bus (%s) via %s", self.node_id, self._where, how
         )
+        if self.config.interface == "virtual" and self.config.idle_warning > 0:
+            session.idle_timer = loop.call_later(self.config.idle_warning, self._warn_idle, session)
         return session
+
+    def _warn_idle(self, session: _Session) -> None:
+        """A virtual bus that saw nothing: most likely the sender is another process."""
+        session.idle_timer = None
+        if session.delivered or session.closed or self._closed:
+            return
+        self.log.warning(
+            "can_source '%s': no frames on virtual bus '%s' after %g s: the virtual interface "
+            "only reaches this process; use --interface udp_multicast (interface: "
+            "udp_multicast) in both processes to reach another process",
+            self.node_id,
+            self.config.channel,
+            self.config.idle_warning,
+        )
 
     def _fd_reader(self, bus: can.BusABC) -> FdReader | None:
         """The batched socket reader for ``bus`` with ``rcvbuf`` applied, or ``None``."""
@@ -652,10 +676,10 @@ class CanSource(Node[CanSourceConfig]):
 
     def _detach(self, session: _Session) -> None:
         session.stop.set()
-        for timer in (session.drop_timer, session.rest_timer):
+        for timer in (session.drop_timer, session.rest_timer, session.idle_timer):
             if timer is not None:
                 timer.cancel()
-        session.drop_timer = session.rest_timer = None
+        session.drop_timer = session.rest_timer = session.idle_timer = None
         if session.reader is not None:
             self._poll_drops(session, again=False)
         if session.fd is not None:

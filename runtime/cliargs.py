@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .flowfile import FlowDocument, FlowError, Location
 
 __all__ = [
+    "UDP_MULTICAST_GROUP",
     "Overrides",
     "Subparsers",
     "add_bus_options",
@@ -42,6 +43,10 @@ else:
     Subparsers = argparse._SubParsersAction
 
 N = TypeVar("N", int, float)
+
+#: the channel of ``-i udp_multicast`` without ``-c``: python-can's default IPv4 group
+#: (``can.interfaces.udp_multicast.UdpMulticastBus.DEFAULT_GROUP_IPv4``)
+UDP_MULTICAST_GROUP = "239.74.163.2"
 
 
 def number(
@@ -192,9 +197,16 @@ def add_bus_options(
     (``what`` is appended to the first two helps, e.g. the flow file's defaults); their config
     keys are :func:`bus_flags`."""
     shown = f" (default {interface})" if interface else what
+    if interface == "virtual":
+        shown = (
+            " (default virtual: this process only; udp_multicast reaches other processes "
+            "on this host)"
+        )
     p.add_argument("-i", "--interface", default=interface, help=f"python-can interface{shown}")
-    shown = f" (default {channel})" if channel else what
-    p.add_argument("-c", "--channel", default=channel, help=f"bus channel{shown}")
+    shown = f" (default {channel}; {UDP_MULTICAST_GROUP} on udp_multicast)" if channel else what
+    p.add_argument("-c", "--channel", help=f"bus channel{shown}")
+    # resolved by flag_overrides: the default channel depends on the interface
+    p.set_defaults(bus_default_channel=channel)
     p.add_argument(
         "-b", "--bitrate", type=positive_int, help="bitrate in bit/s (hardware interfaces)"
     )
@@ -221,6 +233,11 @@ def flag_overrides(
     {'bus.interface': ('socketcan', '--interface'), 'sim.loop': (False, '--no-loop')}
     """
     out: Overrides = {}
+    default_channel = getattr(args, "bus_default_channel", None)
+    if default_channel is not None and getattr(args, "channel", None) is None:
+        # a virtual bus name is not a multicast group: udp_multicast gets python-can's own
+        udp = getattr(args, "interface", None) == "udp_multicast"
+        args.channel = UDP_MULTICAST_GROUP if udp else default_channel
     for dest, target in targets.items():
         value = getattr(args, dest)
         if value is not None:
