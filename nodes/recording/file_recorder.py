@@ -117,7 +117,9 @@ class FileRecorder(Node[FileRecorderConfig]):
     in the path). An unwritable path fails at start with a clear error.
 
     Counters: ``written`` (messages in the files), ``bytes``, ``files``, ``unsupported``
-    (frames the format cannot hold, e.g. CAN FD in .trc), ``dropped``, ``errors``,
+    (frames the format cannot hold, skipped: CAN FD and remote frames in .trc, CAN FD frames
+    in .csv and .db, whose FD/BRS/ESI flags python-can cannot write; record CAN FD to .log,
+    .asc or .blf), ``dropped``, ``errors``,
     ``write_errors``, ``recoveries``, ``lost_files`` and ``lost`` (files deleted or replaced
     while being written, and the messages that were in them).
     """

@@ -20,7 +20,9 @@ suffix     gzip   CAN FD  remote    timestamps
 ========== ====== ======= ========= =====================================================
 
 .. [1] the DLC of a remote frame is not kept by python-can's ``.log`` writer.
-.. [2] the data is kept, the FD/BRS/ESI flags are not.
+.. [2] python-can's writer would keep the data but not the FD/BRS/ESI flags (and a classic
+   frame with more than 8 bytes does not replay): the recorder counts CAN FD frames as
+   ``unsupported`` and skips them. Record CAN FD to ``.log``, ``.asc`` or ``.blf``.
 .. [3] python-can's TRC writer cannot write such frames; the recorder counts them as
    ``unsupported`` and skips them.
 
@@ -241,10 +243,13 @@ class FrameFileWriter:
         writer = self._writer
         assert writer is not None
         write = writer.on_message_received
-        if self.fmt.base == ".trc":
+        if self.fmt.base in (".trc", ".csv", ".db"):
+            # .trc cannot hold CAN FD or remote frames; .csv/.db would drop the FD/BRS/ESI
+            # flags (and a classic frame with > 8 bytes does not replay): skipped, counted
+            trc = self.fmt.base == ".trc"
             n = 0
             for msg in batch:
-                if msg.is_fd or msg.is_remote_frame:
+                if msg.is_fd or (trc and msg.is_remote_frame):
                     self.unsupported += 1
                     continue
                 write(msg)
@@ -580,6 +585,8 @@ class RecordingReader:
                 for msg in reader:
                     if header is None:
                         header = lines.header()
+                    if candump:
+                        msg = candump_error_frame(lines.last, msg)
                     problem = (candump and candump_line_problem(lines.last)) or frame_problem(msg)
                     if problem:
                         self._problem(
@@ -700,6 +707,48 @@ def frame_problem(msg: can.Message) -> str:
     if not msg.is_remote_frame and not msg.is_error_frame and msg.dlc != n:
         return f"DLC {msg.dlc} does not match its {n} data bytes"
     return ""
+
+
+#: SocketCAN's error-frame flag in a candump CAN id (``linux/can.h`` ``CAN_ERR_FLAG``)
+CAN_ERR_FLAG: Final = 0x20000000
+
+
+def candump_error_frame(line: str, msg: can.Message) -> can.Message:
+    """``msg`` as an error frame when the candump ``line`` is one (CAN id with
+    ``CAN_ERR_FLAG``, e.g. ``20000004#0004000000000000``: controller problems).
+
+    python-can 4.6's ``.log`` reader keeps only *bus* errors (class ``0x80``) as error frames;
+    any other error class reads as an extended data frame of id ``0x4``. Here it stays an error
+    frame, with the error class as ``arbitration_id`` and the 8 detail bytes as data, as
+    python-can's SocketCAN interface receives it.
+
+    >>> m = candump_error_frame("(1.0) can0 20000004#0004000000000000", can.Message(
+    ...     arbitration_id=4, is_extended_id=True, data=bytes([0, 4, 0, 0, 0, 0, 0, 0])))
+    >>> m.is_error_frame, hex(m.arbitration_id), m.is_extended_id, m.data.hex()
+    (True, '0x4', False, '0004000000000000')
+    """
+    if msg.is_error_frame or not msg.is_extended_id:
+        return msg
+    parts = line.split()
+    if len(parts) < 3:
+        return msg
+    can_id = parts[2].partition("#")[0]
+    try:
+        raw = int(can_id, 16)
+    except ValueError:
+        return msg
+    if len(can_id) != 8 or not raw & CAN_ERR_FLAG:
+        return msg
+    return can.Message(
+        timestamp=msg.timestamp,
+        arbitration_id=raw & 0x1FFFFFFF,
+        is_extended_id=False,
+        is_error_frame=True,
+        data=msg.data,
+        dlc=msg.dlc,
+        channel=msg.channel,
+        is_rx=msg.is_rx,
+    )
 
 
 def candump_line_problem(line: str) -> str:

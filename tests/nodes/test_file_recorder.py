@@ -190,6 +190,50 @@ def test_trc_counts_frames_it_cannot_hold(registry: Registry, tmp_path: Path) ->
     assert len(replay(registry, tmp_path / "x.trc")) == len(frames) - 2
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".db", ".csv.gz"])
+def test_csv_and_db_count_the_fd_flags_they_lose(
+    registry: Registry, tmp_path: Path, suffix: str
+) -> None:
+    """python-can's .csv/.db writers cannot keep a CAN FD frame's flags: such frames are
+    counted as ``unsupported`` and skipped, as in .trc (old code: written without the flags,
+    ``unsupported`` absent, and the replay rejected them as classic frames > 8 bytes)."""
+    frames = sample_frames(FORMATS[".log"])  # with two CAN FD frames
+    path = tmp_path / f"x{suffix}"
+    engine = record(registry, frames, path)
+    counters = engine.nodes["rec"].counters.extra
+    assert counters["unsupported"] == 2
+    assert counters["written"] == len(frames) - 2
+    back = replay(registry, path)
+    classic = [m for m in frames if not m.is_fd]
+    assert [(m.arbitration_id, bytes(m.data)) for m in back] == [
+        (m.arbitration_id, bytes(m.data)) for m in classic
+    ]
+
+
+def test_candump_error_frames_replay_as_error_frames(registry: Registry, tmp_path: Path) -> None:
+    """candump writes every SocketCAN error class with CAN_ERR_FLAG in the id; python-can's
+    reader keeps only bus errors (0x80) as error frames, so ``20000004#...`` (controller
+    problems) read as an extended data frame of id 0x4. It stays an error frame (old code:
+    is_error_frame False, is_extended_id True)."""
+    path = tmp_path / "errors.log"
+    path.write_text(
+        "(1737319234.000001) can0 080#00000000\n"
+        "(1737319234.000002) can0 20000004#0004000000000000\n"
+        "(1737319234.000003) can0 20000080#0000000000000000\n"
+        "(1737319234.000004) can0 00000004#0102\n"
+    )
+    got = replay(registry, path)
+    assert len(got) == 4
+    data, ctrl, bus, ext = got
+    assert not data.is_error_frame and data.arbitration_id == 0x80
+    assert ctrl.is_error_frame and not ctrl.is_extended_id
+    assert ctrl.arbitration_id == 0x4 and bytes(ctrl.data) == bytes([0, 4, 0, 0, 0, 0, 0, 0])
+    assert bus.is_error_frame
+    # an extended data frame with the same low bits is still a data frame
+    assert not ext.is_error_frame and ext.is_extended_id and ext.arbitration_id == 0x4
+    assert ctrl.channel == "can0"
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
 def test_events_round_trip_as_jsonl(registry: Registry, tmp_path: Path, suffix: str) -> None:
     events = [
