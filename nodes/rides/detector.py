@@ -302,6 +302,40 @@ class SlopeWindow:
         if self._adds >= 2048:
             self._rebuild()
 
+    def add_slope(self, t: float, x: float) -> float | None:
+        """:meth:`add` then :meth:`slope` in one call (the detector's per-sample path)."""
+        pts = self._pts
+        if not pts:
+            self._clear_sums()
+            self._ref_t, self._ref_x = t, x
+        pts.append((t, x))
+        dt, dx = t - self._ref_t, x - self._ref_x
+        st = self._st + dt
+        sx = self._sx + dx
+        stt = self._stt + dt * dt
+        stx = self._stx + dt * dx
+        limit = t - self.window
+        max_points = self.max_points
+        while pts[0][0] < limit or len(pts) > max_points:
+            ot, ox = pts.popleft()
+            dt, dx = ot - self._ref_t, ox - self._ref_x
+            st -= dt
+            sx -= dx
+            stt -= dt * dt
+            stx -= dt * dx
+        self._st, self._sx, self._stt, self._stx = st, sx, stt, stx
+        self._adds += 1
+        if self._adds >= 2048:
+            self._rebuild()
+        n = len(pts)
+        if n < 3:
+            return None
+        st = self._st
+        den = n * self._stt - st * st
+        if den <= 1e-12 * n * n:
+            return None
+        return (n * self._stx - st * self._sx) / den
+
     def _rebuild(self) -> None:
         pts = list(self._pts)
         self._clear_sums()
@@ -584,8 +618,8 @@ class SampleClock:
         back.append((idx, h))
         floor = h - self.lookahead
         last = self._last_t
-        if last is not None:
-            floor = max(floor, last + 0.5 * period)
+        if last is not None and last + 0.5 * period > floor:
+            floor = last + 0.5 * period
         if t < floor:
             t = floor
         if t > h:
@@ -663,6 +697,16 @@ class _Core:
         self._clocks = clocks
         self._chans = {name: _Chan() for name in CHANNELS}
         self._other = {"master": "slave", "slave": "master"}
+        #: per channel: (its state, the other's state, the other's name, its clock)
+        self._pairs = {
+            name: (self._chans[name], self._chans[other], other, clocks[name])
+            for name, other in self._other.items()
+        }
+        self._detect = p.channel
+        self._gap_limit = p.gap_limit
+        # settings read per sample, computed once (same values as the expressions they replace)
+        self._silence = max(p.window, p.idle_timeout / 2)
+        self._history = p.history
         p_lo = clocks[p.channel].p_lo
         self._hist: deque[tuple[float, int]] = deque(maxlen=int(2 * p.history / p_lo) + 64)
         self._slope = SlopeWindow(p.window, int(2 * p.window / p_lo) + 8)
@@ -684,19 +728,25 @@ class _Core:
 
     def sample(self, ts: float, channel: str, position_raw: int) -> list[Event]:
         """One de-jittered sample. Returns the events decided up to and at ``ts``."""
-        ch = self._chans[channel]
-        if ch.last_ts is not None and ts < ch.last_ts:
-            ts = ch.last_ts  # cannot happen with SampleClock times; never go back
-        out = self.advance(ts) if self._move is not None or self._mismatch is not None else []
-        if ch.last_ts is not None:
+        ch, other, _name, clock = self._pairs[channel]
+        last_ts = ch.last_ts
+        if last_ts is not None and ts < last_ts:
+            ts = last_ts  # cannot happen with SampleClock times; never go back
+        out: list[Event]
+        if self._move is not None or self._mismatch is not None:
+            deadline = self._earliest()[0]
+            out = self.advance(ts) if deadline is not None and deadline <= ts else []
+        else:
+            out = []
+        if last_ts is not None and ts - last_ts > self._gap_limit * clock.period:
             self._check_gap(ts, channel, ch, position_raw, out)
-        if channel == self.params.channel:
+        if channel == self._detect:
             self._on_detect_sample(ts, position_raw, out)
         self._check_mismatch(ts, channel, position_raw, out)
         ch.last_ts = ts
         ch.last_raw = position_raw
         ch.received += 1
-        ch.other_seen = self._chans[self._other[channel]].received
+        ch.other_seen = other.received
         return out
 
     def next_deadline(self) -> float | None:
@@ -753,19 +803,18 @@ class _Core:
 
     def _on_detect_sample(self, ts: float, raw: int, out: list[Event]) -> None:
         p = self.params
-        ch = self._chans[p.channel]
-        if ch.last_ts is None or ts - ch.last_ts > max(p.window, p.idle_timeout / 2):
+        ch = self._pairs[self._detect][0]
+        if ch.last_ts is None or ts - ch.last_ts > self._silence:
             # a silence (not a short dropout: the regression bridges those exactly)
             self._segment_start = ts
             self._slope.clear()
             self._plausible = 0.0
         hist = self._hist
         hist.append((ts, raw))
-        limit = ts - p.history
+        limit = ts - self._history
         while hist[0][0] < limit:
             hist.popleft()
-        self._slope.add(ts, raw)
-        v = self._slope.slope()
+        v = self._slope.add_slope(ts, raw)
         if v is None:
             self._speed = 0.0
         elif abs(v) * self._res > self._max_speed:
@@ -793,7 +842,8 @@ class _Core:
                 return
         else:
             move.samples += 1
-        move.max_speed = max(move.max_speed, self._plausible)
+        if self._plausible > move.max_speed:
+            move.max_speed = self._plausible
         if speed_mm < p.stop_speed:
             if move.below_since is None:
                 move.below_since = ts
@@ -983,12 +1033,12 @@ class _Core:
         )
 
     def _check_mismatch(self, ts: float, channel: str, raw: int, out: list[Event]) -> None:
-        other = self._chans[self._other[channel]]
+        _ch, other, other_name, _clock = self._pairs[channel]
         if other.last_ts is None:
             return
-        period = self._clocks[self._other[channel]].period
+        period = self._clocks[other_name].period
         age = ts - other.last_ts
-        if age > self.params.gap_limit * period:
+        if age > self._gap_limit * period:
             return  # nothing recent to compare with
         est = other.last_raw + self._speed * age
         master, slave = (raw, est) if channel == "master" else (est, raw)
@@ -1066,19 +1116,21 @@ class RideDetector:
 
     def feed(self, ts: float, channel: str, position_raw: int) -> list[Event]:
         """One position sample (host stamp ``ts``). Returns the events decided by now."""
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
-            raise ValueError(f"ts must be a finite number, got {ts!r}")
+        # fast paths first (a float that is finite: ts - ts is 0.0 only then; a plain int)
+        if type(ts) is not float or ts - ts != 0.0:
+            if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+                raise ValueError(f"ts must be a finite number, got {ts!r}")
+            ts = float(ts)
         if channel not in CHANNELS:
             raise ValueError(f"channel must be 'master' or 'slave', got {channel!r}")
         if (
-            not isinstance(position_raw, int)
-            or isinstance(position_raw, bool)
-            or not 0 <= position_raw <= MAX_RAW
-        ):
+            type(position_raw) is not int
+            and (not isinstance(position_raw, int) or isinstance(position_raw, bool))
+        ) or not 0 <= position_raw <= MAX_RAW:
             raise ValueError(f"position_raw must be an integer 0..{MAX_RAW}, got {position_raw!r}")
         # whole microseconds, as recordings keep them: a live run (full-precision stamps) and
         # the replay of its recording see the same times, so they give the same events and ids
-        ts = round(float(ts), 6)
+        ts = round(ts, 6)
         last = self._last_h.get(channel)
         if last is not None and ts < last:
             self._count("out_of_order")
@@ -1092,7 +1144,9 @@ class RideDetector:
                 break
         core = self._core
         if core._move is not None or core._mismatch is not None:
-            out += core.advance(ts - self._horizon)
+            deadline = core._earliest()[0]
+            if deadline is not None and deadline <= ts - self._horizon:
+                out += core.advance(ts - self._horizon)
         self._last_h[channel] = ts
         clock = self.clocks[channel]
         released: list[tuple[float, int]] = []
