@@ -57,9 +57,11 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "DEFAULT_FLOORS_MM",
@@ -270,37 +272,69 @@ class Trip:
         return self.from_mm + self.direction * self.profile.position(t - self.start_t)
 
 
-@dataclass(frozen=True)
-class ElevatorParams:
+class ElevatorParams(BaseModel):
     """Model parameters; invalid values raise ``ValueError`` naming the field.
 
     Distances are in mm, times in s, limits in SI units (m/s, m/s², m/s³) as elevator data
-    sheets give them. See the module docstring for the meaning of each field.
+    sheets give them. See the module docstring for the meaning of each field. The one
+    definition of these fields: the ``les02_sim`` node's config model extends it, so a field,
+    its default, bounds and description are written here only.
     """
 
-    floors_mm: Sequence[float] = DEFAULT_FLOORS_MM
-    start_floor: int | None = 0
-    v_max: float = 1.6
-    a_max: float = 0.8
-    j_max: float = 1.2
-    dwell_min: float = 3.0
-    dwell_max: float = 8.0
-    resolution_mm: float = 1.0
-    rate_hz: float = 250.0
-    slave_offset_counts: int = 2
-    slave_noise_counts: int = 1
-    silent_when_stopped: bool = False
-    silent_hold: float = 0.5
-    status_interval: float = 1.0
-    trips: int | None = None
-    duration: float | None = None
-    seed: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    def __post_init__(self) -> None:
-        floors = tuple(float(f) for f in self.floors_mm)
-        object.__setattr__(self, "floors_mm", floors)
-        if len(floors) < 2:
-            raise ValueError(f"floors_mm: need at least 2 floors, got {len(floors)}")
+    floors_mm: tuple[float, ...] = Field(
+        default=DEFAULT_FLOORS_MM,
+        min_length=2,
+        description="Floor heights in mm, strictly increasing (floor i = floors_mm[i]).",
+    )
+    start_floor: int | None = Field(
+        default=0, ge=0, description="Index of the floor the car starts on; null = random."
+    )
+    v_max: float = Field(default=1.6, gt=0, description="Maximum speed in m/s.")
+    a_max: float = Field(default=0.8, gt=0, description="Maximum acceleration in m/s².")
+    j_max: float = Field(default=1.2, gt=0, description="Maximum jerk in m/s³.")
+    dwell_min: float = Field(
+        default=3.0, ge=0, description="Shortest door dwell between trips, in seconds."
+    )
+    dwell_max: float = Field(
+        default=8.0, ge=0, description="Longest door dwell between trips, in seconds."
+    )
+    resolution_mm: float = Field(
+        default=1.0, gt=0, description="Millimetres per position count (position_raw)."
+    )
+    rate_hz: float = Field(
+        default=250.0, gt=0, description="Position frames per second per channel (interleaved)."
+    )
+    slave_offset_counts: int = Field(
+        default=2, description="Constant offset of the slave position from the master, counts."
+    )
+    slave_noise_counts: int = Field(
+        default=1, ge=0, description="Uniform noise bound on the slave position, +/- counts."
+    )
+    silent_when_stopped: bool = Field(
+        default=False,
+        description="Send no position frames while the car stands (after silent_hold).",
+    )
+    silent_hold: float = Field(
+        default=0.5, ge=0, description="Seconds of position frames after stopping before silence."
+    )
+    status_interval: float = Field(
+        default=1.0, ge=0, description="Seconds between status frames per channel; 0 = none."
+    )
+    trips: int | None = Field(
+        default=None, ge=1, description="Stop after this many trips (and one last dwell)."
+    )
+    duration: float | None = Field(
+        default=None, gt=0, description="Stop after this many simulated seconds."
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed for trips, dwells and noise; null = random."
+    )
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Self:
+        floors = self.floors_mm
         if not all(math.isfinite(f) and f >= 0.0 for f in floors):
             raise ValueError(f"floors_mm: heights must be finite and >= 0, got {list(floors)}")
         if any(b <= a for a, b in itertools.pairwise(floors)):
@@ -323,12 +357,15 @@ class ElevatorParams:
                 raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
         if self.dwell_max < self.dwell_min:
             raise ValueError(f"dwell_max: {self.dwell_max} is less than dwell_min {self.dwell_min}")
-        if self.slave_noise_counts < 0:
-            raise ValueError(f"slave_noise_counts: must be >= 0, got {self.slave_noise_counts}")
-        if self.trips is not None and self.trips < 1:
-            raise ValueError(f"trips: must be >= 1 (or unset for endless), got {self.trips}")
         if self.duration is not None:
             _positive("duration", self.duration)
+        return self
+
+    def elevator_params(self) -> ElevatorParams:
+        """These parameters as a plain :class:`ElevatorParams` (drops a subclass's own fields)."""
+        if type(self) is ElevatorParams:
+            return self
+        return ElevatorParams(**{name: getattr(self, name) for name in ElevatorParams.model_fields})
 
     @property
     def tick(self) -> float:

@@ -7,17 +7,16 @@ the frames, this node paces them against the event loop's monotonic clock and se
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import can
-from pydantic import Field, model_validator
+from pydantic import Field
 from reactivex import Observable
 
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
-from les02_flow.nodes.les02.elevator import DEFAULT_FLOORS_MM, ElevatorParams, ElevatorSim
+from les02_flow.nodes.les02.elevator import ElevatorParams, ElevatorSim
 from les02_flow.pacing import paced
 
 __all__ = ["Les02Sim", "Les02SimConfig"]
@@ -30,8 +29,12 @@ _KEEP_TRIPS = 10_000
 _STOP_TIMEOUT = 2.0
 
 
-class Les02SimConfig(NodeConfig):
-    """Configuration of ``les02_sim``."""
+class Les02SimConfig(NodeConfig, ElevatorParams):
+    """Configuration of ``les02_sim``.
+
+    The model's fields come from :class:`ElevatorParams` (written once, there); only the bus
+    and the pacing are the node's own.
+    """
 
     interface: str = Field(
         default="virtual",
@@ -44,54 +47,6 @@ class Les02SimConfig(NodeConfig):
     bitrate: int | None = Field(
         default=None, gt=0, description="Bus bitrate in bit/s, passed to python-can when set."
     )
-    floors_mm: list[float] = Field(
-        default_factory=lambda: list(DEFAULT_FLOORS_MM),
-        min_length=2,
-        description="Floor heights in mm, strictly increasing (floor i = floors_mm[i]).",
-    )
-    start_floor: int | None = Field(
-        default=0, ge=0, description="Index of the floor the car starts on; null = random."
-    )
-    v_max: float = Field(default=1.6, gt=0, description="Maximum speed in m/s.")
-    a_max: float = Field(default=0.8, gt=0, description="Maximum acceleration in m/s².")
-    j_max: float = Field(default=1.2, gt=0, description="Maximum jerk in m/s³.")
-    dwell_min: float = Field(
-        default=3.0, ge=0, description="Shortest door dwell between trips, in seconds."
-    )
-    dwell_max: float = Field(
-        default=8.0, ge=0, description="Longest door dwell between trips, in seconds."
-    )
-    resolution_mm: float = Field(
-        default=1.0, gt=0, description="Millimetres per position count (position_raw)."
-    )
-    rate_hz: float = Field(
-        default=250.0, gt=0, description="Position frames per second per channel (interleaved)."
-    )
-    slave_offset_counts: int = Field(
-        default=2, description="Constant offset of the slave position from the master, counts."
-    )
-    slave_noise_counts: int = Field(
-        default=1, ge=0, description="Uniform noise bound on the slave position, +/- counts."
-    )
-    silent_when_stopped: bool = Field(
-        default=False,
-        description="Send no position frames while the car stands (after silent_hold).",
-    )
-    silent_hold: float = Field(
-        default=0.5, ge=0, description="Seconds of position frames after stopping before silence."
-    )
-    status_interval: float = Field(
-        default=1.0, ge=0, description="Seconds between status frames per channel; 0 = none."
-    )
-    trips: int | None = Field(
-        default=None, ge=1, description="Stop after this many trips (and one last dwell)."
-    )
-    duration: float | None = Field(
-        default=None, gt=0, description="Stop after this many simulated seconds."
-    )
-    seed: int | None = Field(
-        default=None, description="Random seed for trips, dwells and noise; null = random."
-    )
     speed: float = Field(
         default=1.0, gt=0, description="Time factor: 2.0 runs the simulation twice as fast."
     )
@@ -99,32 +54,9 @@ class Les02SimConfig(NodeConfig):
         default=0.0, ge=0, description="Wall-clock seconds to wait after start before sending."
     )
 
-    @model_validator(mode="after")
-    def _check_model(self) -> Les02SimConfig:
-        self.params()  # raises ValueError with the field name on inconsistent values
-        return self
-
     def params(self) -> ElevatorParams:
         """The model parameters of this config."""
-        return ElevatorParams(
-            floors_mm=tuple(self.floors_mm),
-            start_floor=self.start_floor,
-            v_max=self.v_max,
-            a_max=self.a_max,
-            j_max=self.j_max,
-            dwell_min=self.dwell_min,
-            dwell_max=self.dwell_max,
-            resolution_mm=self.resolution_mm,
-            rate_hz=self.rate_hz,
-            slave_offset_counts=self.slave_offset_counts,
-            slave_noise_counts=self.slave_noise_counts,
-            silent_when_stopped=self.silent_when_stopped,
-            silent_hold=self.silent_hold,
-            status_interval=self.status_interval,
-            trips=self.trips,
-            duration=self.duration,
-            seed=self.seed,
-        )
+        return self.elevator_params()
 
 
 class Les02Sim(Node[Les02SimConfig]):
@@ -162,7 +94,7 @@ class Les02Sim(Node[Les02SimConfig]):
         #: the model; ``sim.trips`` is the ground truth of the trips sent so far
         self.sim = ElevatorSim(params, max_trips=None if params.finite else _KEEP_TRIPS)
         # keep the drawn seed so that a restart replays the same run
-        self._params = dataclasses.replace(params, seed=self.sim.seed)
+        self._params = params.model_copy(update={"seed": self.sim.seed})
         self._bus: can.BusABC | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
