@@ -411,7 +411,9 @@ def test_trip_ground_truth_fields() -> None:
 def test_sim_config_is_the_params_plus_the_node_fields() -> None:
     from les02_flow.nodes.les02.sim import Les02SimConfig
 
-    config = Les02SimConfig(seed=4, trips=2, floors_mm=[0.0, 900.0], channel="x")
+    config = Les02SimConfig.model_validate(
+        {"seed": 4, "trips": 2, "floors_mm": [0.0, 900.0], "channel": "x"}
+    )
     params = config.params()
     assert type(params) is ElevatorParams
     assert params == ElevatorParams(seed=4, trips=2, floors_mm=(0.0, 900.0))
