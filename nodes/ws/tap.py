@@ -1,6 +1,6 @@
 """``tap``: the debug client (seed 000 §6.2) -- print a ``ws_sink`` stream, one JSON per line.
 
-Wired to ``les02-flow tap [URL] [--types a,b] [--count N]``. The messages go to ``out``
+Wired to ``les02-flow tap [URL] [--types a,b] [--count N] [--reconnect S]``. The messages go to ``out``
 unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work); everything else
 (connected, closed, errors) goes to stderr.
 """
@@ -73,11 +73,19 @@ def tap_url(url: str = DEFAULT_URL, types: Sequence[str] | str | None = None) ->
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
+#: first wait before reconnecting; it doubles up to the ``reconnect`` cap
+RECONNECT_INITIAL = 0.5
+#: close codes after which a restarted sink is worth waiting for: going away (a sink that
+#: stops or restarts), connection lost, server restart, try again later
+_RECONNECT_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
+
+
 async def tap(
     url: str = DEFAULT_URL,
     types: Sequence[str] | None = None,
     out: TextIO = sys.stdout,
     count: int | None = None,
+    reconnect: float = 0.0,
 ) -> int:
     """Connect to a ``ws_sink`` and write each message to ``out`` as one line.
 
@@ -87,10 +95,21 @@ async def tap(
     error code (for example 1008 for a bad ``--types`` filter or a too slow client); 2 for a
     bad argument (URL, types, count < 1). Cancellation propagates (after the connection is
     closed): a CLI should call :func:`run_tap`, which turns Ctrl-C into exit code 0.
+
+    ``reconnect`` > 0: once connected, a connection that ends because the sink went away
+    (1001, e.g. it was stopped or restarted), was lost (1006) or restarts (1011-1013) is
+    reconnected, waiting ``RECONNECT_INITIAL`` seconds and doubling up to ``reconnect``
+    seconds between attempts (reset after each successful connection), until ``count``
+    messages arrived or the task is cancelled. A refused connection (HTTP 401/403, 1008) or
+    a normal close (1000) still ends it. The first connection is never retried: a wrong URL
+    says so at once.
     """
     err = sys.stderr
     if count is not None and count < 1:
         print(f"tap: --count must be at least 1, got {count}", file=err)
+        return EXIT_USAGE
+    if not reconnect >= 0:
+        print(f"tap: --reconnect must be >= 0, got {reconnect}", file=err)
         return EXIT_USAGE
     try:
         full_url = tap_url(url, types)
@@ -112,11 +131,41 @@ async def tap(
         options["additional_headers"] = {"Authorization": f"Bearer {token}"}
     if _is_loopback(urlsplit(full_url).hostname or ""):
         options["proxy"] = None  # a proxy cannot reach this machine's loopback
+
+    received = 0
+    connected = False
+    delay = RECONNECT_INITIAL
+    while True:
+        ws, code, retry = await _connect(full_url, options, token, quiet=connected)
+        if ws is None:
+            if not (connected and retry and reconnect):
+                return code
+        else:
+            connected = True
+            delay = RECONNECT_INITIAL
+            print(f"tap: connected to {full_url}", file=err, flush=True)
+            received, done = await _stream(ws, out, count, received)
+            if done:
+                return EXIT_OK
+            code = _closed(ws, full_url)
+            if not (reconnect and ws.close_code in _RECONNECT_CODES | {None}):
+                return code
+        print(f"tap: reconnecting to {full_url} in {delay:g} s", file=err, flush=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, reconnect)
+
+
+async def _connect(
+    url: str, options: dict[str, Any], token: str | None, *, quiet: bool
+) -> tuple[ClientConnection | None, int, bool]:
+    """``(connection, 0, _)`` or ``(None, exit code, worth retrying)``; says why on stderr
+    (only the first time the sink is unreachable while reconnecting: ``quiet``)."""
+    err = sys.stderr
     try:
-        ws = await connect(full_url, **options)
+        return await connect(url, **options), EXIT_OK, False
     except InvalidURI as exc:
-        print(f"tap: invalid URL {full_url!r}: {exc}", file=err)
-        return EXIT_USAGE
+        print(f"tap: invalid URL {url!r}: {exc}", file=err)
+        return None, EXIT_USAGE, False
     except InvalidStatus as exc:
         status = exc.response.status_code
         hint = _HINT
@@ -126,15 +175,19 @@ async def tap(
                 if token
                 else f"the sink wants a token: export {TOKEN_ENV}=<the sink's token_env value>"
             )
-        print(f"tap: cannot connect to {full_url}: HTTP {status} ({hint})", file=err)
-        return EXIT_ERROR
+        print(f"tap: cannot connect to {url}: HTTP {status} ({hint})", file=err)
+        return None, EXIT_ERROR, status >= 500
     except (OSError, TimeoutError, InvalidHandshake, InvalidProxy) as exc:
-        cause = str(exc) or type(exc).__name__
-        print(f"tap: cannot connect to {full_url}: {cause} ({_HINT})", file=err)
-        return EXIT_ERROR
+        if not quiet:
+            cause = str(exc) or type(exc).__name__
+            print(f"tap: cannot connect to {url}: {cause} ({_HINT})", file=err)
+        return None, EXIT_ERROR, True
 
-    print(f"tap: connected to {full_url}", file=err, flush=True)
-    received = 0
+
+async def _stream(
+    ws: ClientConnection, out: TextIO, count: int | None, received: int
+) -> tuple[int, bool]:
+    """Copy messages to ``out`` until the connection ends; ``(received, count reached)``."""
     try:
         async with ws:  # closes the connection (code 1000) on every way out
             async for message in ws:
@@ -143,10 +196,10 @@ async def tap(
                 out.flush()
                 received += 1
                 if count is not None and received >= count:
-                    return EXIT_OK
-    except ConnectionClosed as exc:
-        return _closed(ws, full_url, exc)
-    return _closed(ws, full_url, None)
+                    return received, True
+    except ConnectionClosed:
+        pass
+    return received, False
 
 
 def run_tap(
@@ -154,20 +207,21 @@ def run_tap(
     types: Sequence[str] | None = None,
     out: TextIO = sys.stdout,
     count: int | None = None,
+    reconnect: float = 0.0,
 ) -> int:
     """Run :func:`tap` in a fresh event loop; Ctrl-C ends it with exit code 0."""
     try:
-        return asyncio.run(tap(url, types, out, count))
+        return asyncio.run(tap(url, types, out, count, reconnect))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-def _closed(ws: ClientConnection, url: str, exc: ConnectionClosed | None) -> int:
+def _closed(ws: ClientConnection, url: str) -> int:
     """Report how the server ended the stream and pick the exit code."""
     code = ws.close_code
     reason = ws.close_reason or ""
     what = f"code {code}" + (f" {reason!r}" if reason else "") if code else "connection lost"
-    if exc is None or isinstance(exc, ConnectionClosedOK):
+    if code in (1000, 1001):
         print(f"tap: {url} closed the connection ({what})", file=sys.stderr)
         return EXIT_OK
     print(f"tap: connection to {url} ended: {what}", file=sys.stderr)

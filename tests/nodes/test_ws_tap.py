@@ -98,6 +98,47 @@ def test_tap_ends_with_0_when_the_server_shuts_down(capsys: pytest.CaptureFixtur
     assert "code 1001 'server shutting down'" in err
 
 
+def test_tap_reconnects_when_the_sink_restarts(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real ws_sink stopped and started again on the same port: tap waits (backoff) and
+    goes on printing (old code: it ended with the 1001 of the first sink)."""
+
+    async def main() -> None:
+        first = make_sink()
+        await first.start()
+        port = first.port
+        out = io.StringIO()
+        task = asyncio.create_task(tap(f"ws://127.0.0.1:{port}", out=out, count=2, reconnect=1))
+        second: WsSink | None = None
+        try:
+            await wait_until(lambda: first.client_count == 1 or task.done(), "tap connected")
+            first.consume(event(1, "status"))
+            await wait_until(lambda: out.getvalue().count("\n") == 1, "first event printed")
+            await first.stop()
+            # the port is free while the sink is down: tap keeps trying, backing off
+            await wait_until(lambda: "reconnecting" in capsys.readouterr().err, "retrying")
+            assert not task.done()
+            second = WsSink(
+                "ws",
+                WsSinkConfig(host="127.0.0.1", port=port),
+                Context("ws", logging.getLogger("test.ws_tap")),
+            )
+            await second.start()
+            await wait_until(lambda: second.client_count == 1 or task.done(), "reconnected", 10)
+            second.consume(event(2, "status"))
+            assert await asyncio.wait_for(task, 10) == EXIT_OK
+        finally:
+            task.cancel()
+            await first.stop()
+            if second is not None:
+                await second.stop()
+        assert out.getvalue().splitlines() == [
+            encode_event(event(1, "status")),
+            encode_event(event(2, "status")),
+        ]
+
+    run(main)
+
+
 def test_tap_reports_a_refusal_with_1(capsys: pytest.CaptureFixture[str]) -> None:
     async def main() -> None:
         sink = make_sink(max_clients=1)
