@@ -1,8 +1,8 @@
 """``tap``: the debug client (seed 000 §6.2) -- print a ``ws_sink`` stream, one JSON per line.
 
-Wired to ``les02-flow tap [URL] [--types a,b] [--count N] [--reconnect S]``. The messages go to ``out``
-unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work); everything else
-(connected, closed, errors) goes to stderr.
+Wired to ``les02-flow tap [URL] [--types a,b] [--count N] [--reconnect S]``. The messages go
+to ``out`` unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work);
+everything else (connected, closed, errors, reconnecting) goes to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
-    ConnectionClosedOK,
     InvalidHandshake,
     InvalidProxy,
     InvalidStatus,
