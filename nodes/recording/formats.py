@@ -41,6 +41,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -751,6 +752,13 @@ def candump_error_frame(line: str, msg: can.Message) -> can.Message:
     )
 
 
+#: a candump line whose third field is a classic data frame with whole bytes (3 or 8 hex digit
+#: id, even number of hex digits): candump_line_problem has nothing to say about it
+_PLAIN_CANDUMP: Final = re.compile(
+    r"\S+\s+\S+\s+[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{5})?#(?:[0-9A-Fa-f]{2})*(?:\s|$)"
+)
+
+
 def candump_line_problem(line: str) -> str:
     """What python-can's ``.log`` reader would silently misread in a candump ``-L`` line
     (``080#ABC`` reads as data AB 0C), or ``""``.
@@ -760,6 +768,8 @@ def candump_line_problem(line: str) -> str:
     >>> candump_line_problem("(1.0) can0 080#0A0B0C00\\n"), candump_line_problem("(1.0) c 1F334455#R")
     ('', '')
     """  # noqa: E501
+    if _PLAIN_CANDUMP.match(line):
+        return ""  # the common case, in one regex: a classic data frame with whole bytes
     parts = line.split()
     if len(parts) < 3:
         return ""  # python-can reports or skips it
