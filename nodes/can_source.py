@@ -28,14 +28,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import can
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from reactivex import Observable
 
+from les02_flow.configfields import HexInt, RetryFields
+from les02_flow.loopcall import post as _post
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 from les02_flow.nodes.fdbus import FdReader, Raw, fd_reader
 from les02_flow.streams import HotPort
@@ -101,12 +103,12 @@ class CanFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    can_id: int = Field(
+    can_id: HexInt = Field(
         description="Identifier to match (0..0x1FFFFFFF; hex like 0x80 is fine).",
         ge=0,
         le=_ID_MAX,
     )
-    can_mask: int = Field(
+    can_mask: HexInt = Field(
         description="Bits of the identifier that must match can_id (0..0x1FFFFFFF).",
         ge=0,
         le=_ID_MAX,
@@ -117,19 +119,8 @@ class CanFilter(BaseModel):
         "unset: both.",
     )
 
-    @field_validator("can_id", "can_mask", mode="before")
-    @classmethod
-    def _hex_string(cls, value: object) -> object:
-        # "0x80" arrives as a string from ${VAR} substitution or --set.
-        if isinstance(value, str):
-            try:
-                return int(value.strip(), 0)
-            except ValueError:
-                raise ValueError(f"not an integer: {value!r} (use e.g. 128 or 0x80)") from None
-        return value
 
-
-class CanSourceConfig(NodeConfig):
+class CanSourceConfig(NodeConfig, RetryFields):
     """Config of ``can_source``."""
 
     interface: str = Field(
@@ -190,23 +181,11 @@ class CanSourceConfig(NodeConfig):
         "opening it (the virtual interface only reaches this process; another process needs "
         "interface udp_multicast). 0 = never.",
     )
-    retry_initial: float = Field(
-        default=0.5, gt=0, description="Seconds before the first reopen attempt after a failure."
-    )
-    retry_max: float = Field(
-        default=10.0,
-        gt=0,
-        description="Longest wait between reopen attempts (the wait doubles up to this).",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> CanSourceConfig:
         if self.data_bitrate is not None and not self.fd:
             raise ValueError("data_bitrate needs fd: true")
-        if self.retry_max < self.retry_initial:
-            raise ValueError(
-                f"retry_max ({self.retry_max}) must be >= retry_initial ({self.retry_initial})"
-            )
         reserved = sorted(_RESERVED_OPTIONS.intersection(self.bus_options))
         if reserved:
             raise ValueError(
@@ -302,15 +281,6 @@ class _Session:
     drop_timer: asyncio.TimerHandle | None = None
     rest_timer: asyncio.TimerHandle | None = None
     idle_timer: asyncio.TimerHandle | None = None
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
-    """``call_soon_threadsafe`` that reports a closed loop instead of raising."""
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # loop closed
-        return False
-    return True
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

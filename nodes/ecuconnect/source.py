@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from reactivex import Observable
 from reactivex.subject import Subject
 
+from les02_flow.configfields import RetryFields
 from les02_flow.node import Context, Kind, Node, NodeConfig
 from les02_flow.nodes.can_source import Backoff
 
@@ -34,7 +35,7 @@ READ_SIZE = 256 * 1024
 STOP_TIMEOUT = 2.0
 
 
-class EcuconnectSourceConfig(NodeConfig):
+class EcuconnectSourceConfig(NodeConfig, RetryFields):
     """Config of ``ecuconnect_source``."""
 
     host: str | None = Field(
@@ -65,14 +66,6 @@ class EcuconnectSourceConfig(NodeConfig):
     connect_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a TCP connection attempt may take."
     )
-    retry_initial: float = Field(
-        default=0.5, gt=0, description="Seconds before the first reconnect after a failure."
-    )
-    retry_max: float = Field(
-        default=10.0,
-        gt=0,
-        description="Longest wait between reconnect attempts (the wait doubles up to this).",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> EcuconnectSourceConfig:
@@ -84,10 +77,6 @@ class EcuconnectSourceConfig(NodeConfig):
                 raise ValueError("set host and port, or discover: true to find a logger")
             if self.service_name is not None:
                 raise ValueError("service_name needs discover: true")
-        if self.retry_max < self.retry_initial:
-            raise ValueError(
-                f"retry_max ({self.retry_max}) must be >= retry_initial ({self.retry_initial})"
-            )
         for addr in self.zeroconf_interfaces:
             try:
                 ipaddress.IPv4Address(addr)

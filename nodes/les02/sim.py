@@ -7,7 +7,6 @@ the frames, this node paces them against the event loop's monotonic clock and se
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -15,8 +14,9 @@ import can
 from pydantic import Field
 from reactivex import Observable
 
-from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
+from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 from les02_flow.nodes.les02.elevator import ElevatorParams, ElevatorSim
+from les02_flow.nodes.simbus import open_bus, send_frame, shutdown_bus
 from les02_flow.pacing import paced
 
 __all__ = ["Les02Sim", "Les02SimConfig"]
@@ -112,16 +112,7 @@ class Les02Sim(Node[Les02SimConfig]):
         if self._task is not None or self._bus is not None:
             await self.stop()
         cfg = self.config
-        kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
-        if cfg.bitrate is not None:
-            kwargs["bitrate"] = cfg.bitrate
-        try:
-            bus = can.Bus(**kwargs)
-        except Exception as exc:
-            raise NodeStartError(
-                f"les02_sim: cannot open bus interface={cfg.interface!r} "
-                f"channel={cfg.channel!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+        bus = open_bus("les02_sim", cfg.interface, cfg.channel, cfg.bitrate)
         if self._runs:
             # a restart replays the run from the start
             self.sim = ElevatorSim(self._params, max_trips=self.sim.max_trips)
@@ -147,25 +138,13 @@ class Les02Sim(Node[Les02SimConfig]):
         speed = self.config.speed
         t0 = loop.time() + self.config.start_delay
         counters = self.counters
+        prefix = f"les02_sim '{self.node_id}'"
         try:
             async for frame in paced(self.sim.frames(), lambda f: f.t / speed, t0, _BURST):
                 msg = can.Message(
                     arbitration_id=frame.can_id, data=frame.data, is_extended_id=False
                 )
-                try:
-                    bus.send(msg, timeout=0)
-                except Exception as exc:
-                    counters.errors += 1
-                    counters.bump("send_errors")
-                    self._send_log(
-                        logging.WARNING,
-                        "les02_sim '%s': send of id 0x%03X failed: %s: %s",
-                        self.node_id,
-                        frame.can_id,
-                        type(exc).__name__,
-                        exc,
-                    )
-                else:
+                if send_frame(bus, msg, counters, self._send_log, prefix):
                     counters.emitted += 1
         except Exception as exc:  # a model bug: report it through finished()
             self._failure = exc
@@ -191,13 +170,5 @@ class Les02Sim(Node[Les02SimConfig]):
             task.cancel()
             await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
         if bus is not None:
-            try:
-                bus.shutdown()
-            except Exception as exc:
-                self.log.warning(
-                    "les02_sim '%s': bus shutdown failed: %s: %s",
-                    self.node_id,
-                    type(exc).__name__,
-                    exc,
-                )
+            shutdown_bus(bus, self.log, f"les02_sim '{self.node_id}'")
         self._done.set()

@@ -22,6 +22,8 @@ from pydantic import Field, field_validator, model_validator
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from les02_flow.configfields import CanIdInt
+from les02_flow.loopcall import post as _post
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 from les02_flow.nodes.can_source import CanFilter
 from les02_flow.nodes.recording.formats import Problem, RecordingReader, detect_format
@@ -100,7 +102,7 @@ class ReplaySourceConfig(NodeConfig):
         gt=0,
         description="Stop at this many seconds after the first item. Unset = to the end.",
     )
-    ids: list[int] = Field(
+    ids: list[CanIdInt] = Field(
         default_factory=list,
         description="Replay only frames with these CAN ids (hex like 0x80 is fine); "
         "combined with 'filters' (a frame passes if either matches). Empty = all.",
@@ -120,21 +122,6 @@ class ReplaySourceConfig(NodeConfig):
         description="Seconds between progress reports (frames, percent, rate, ETA): a bar on "
         "stderr when it is a terminal, log lines otherwise. 0 = off.",
     )
-
-    @field_validator("ids", mode="before")
-    @classmethod
-    def _hex_ids(cls, value: object) -> object:
-        if isinstance(value, list):
-            out: list[object] = []
-            for v in value:
-                if isinstance(v, str):
-                    try:
-                        v = int(v.strip(), 0)
-                    except ValueError:
-                        raise ValueError(f"not a CAN id: {v!r} (use e.g. 128 or 0x80)") from None
-                out.append(v)
-            return out
-        return value
 
     @field_validator("ids")
     @classmethod
@@ -203,14 +190,6 @@ class _Port:
         observers, self.observers = self.observers, []
         for observer in observers:
             observer.on_completed()
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # loop closed
-        return False
-    return True
 
 
 class ReplaySource(Node[ReplaySourceConfig]):

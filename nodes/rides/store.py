@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from les02_flow.events import Event, encode_event
+from les02_flow.loopcall import post
 from les02_flow.node import Context, Kind, Node, NodeConfig
 
 __all__ = [
@@ -552,8 +553,7 @@ class RideStore(Node[RideStoreConfig]):
     def _post(self, fn: Any, *args: Any) -> None:
         loop = self._loop
         if loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(fn, *args)
+            post(loop, fn, *args)
 
     def _saved(self, inserted: bool, retried: bool) -> None:
         self.counters.bump("rides_saved" if inserted else "duplicates")

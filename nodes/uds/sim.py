@@ -9,17 +9,18 @@ them onto a python-can bus too.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import can
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
+from les02_flow.configfields import HexInt
+from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
+from les02_flow.nodes.simbus import open_bus, send_frame, shutdown_bus
 from les02_flow.nodes.uds.generator import Frame, UdsSimParams, UdsTrafficGenerator
 from les02_flow.nodes.uds.isotp import DEFAULT_PADDING
 from les02_flow.pacing import paced
@@ -48,22 +49,22 @@ class UdsSimConfig(NodeConfig):
     seed: int | None = Field(
         default=None, description="Random seed; the same seed gives the same bytes. null = random."
     )
-    tester_id: int = Field(
+    tester_id: HexInt = Field(
         default=0x7E0,
         ge=0,
         le=0x7FF,
         description="11-bit id of the tester's physical requests (0x7E0).",
     )
-    ecu_id: int = Field(
+    ecu_id: HexInt = Field(
         default=0x7E8, ge=0, le=0x7FF, description="11-bit id the ECU responds on (0x7E8)."
     )
-    functional_id: int = Field(
+    functional_id: HexInt = Field(
         default=0x7DF,
         ge=0,
         le=0x7FF,
         description="11-bit functional (OBD-II broadcast) id (0x7DF).",
     )
-    padding: int = Field(
+    padding: HexInt = Field(
         default=DEFAULT_PADDING,
         ge=0,
         le=0xFF,
@@ -93,17 +94,6 @@ class UdsSimConfig(NodeConfig):
     start_delay: float = Field(
         default=0.0, ge=0, description="Wall-clock seconds to wait after start before sending."
     )
-
-    @field_validator("tester_id", "ecu_id", "functional_id", "padding", mode="before")
-    @classmethod
-    def _hex_string(cls, value: object) -> object:
-        # "0x7E0" arrives as a string from ${VAR} substitution.
-        if isinstance(value, str):
-            try:
-                return int(value.strip(), 0)
-            except ValueError:
-                raise ValueError(f"not an integer: {value!r} (use e.g. 0x7E0 or 2016)") from None
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> UdsSimConfig:
@@ -189,16 +179,7 @@ class UdsSim(Node[UdsSimConfig]):
         await self._halt()
         cfg = self.config
         if cfg.interface is not None:
-            kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
-            if cfg.bitrate is not None:
-                kwargs["bitrate"] = cfg.bitrate
-            try:
-                self._bus = can.Bus(**kwargs)
-            except Exception as exc:
-                raise NodeStartError(
-                    f"uds_sim: cannot open bus interface={cfg.interface!r} "
-                    f"channel={cfg.channel!r}: {type(exc).__name__}: {exc}"
-                ) from exc
+            self._bus = open_bus("uds_sim", cfg.interface, cfg.channel, cfg.bitrate)
         sessions = None if cfg.loop else 1
         self._task = asyncio.get_running_loop().create_task(
             self._run(self.generator.frames(sessions), self._bus), name=f"uds_sim:{self.node_id}"
@@ -252,19 +233,7 @@ class UdsSim(Node[UdsSimConfig]):
         self._complete()
 
     def _send(self, bus: can.BusABC, msg: can.Message) -> None:
-        try:
-            bus.send(msg, timeout=0)
-        except Exception as exc:
-            self.counters.errors += 1
-            self.counters.bump("send_errors")
-            self._send_log(
-                logging.WARNING,
-                "uds_sim '%s': send of id 0x%03X failed: %s: %s",
-                self.node_id,
-                msg.arbitration_id,
-                type(exc).__name__,
-                exc,
-            )
+        send_frame(bus, msg, self.counters, self._send_log, f"uds_sim '{self.node_id}'")
 
     def _complete(self) -> None:
         if not self._completed:
@@ -278,15 +247,7 @@ class UdsSim(Node[UdsSimConfig]):
             task.cancel()
             await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
         if bus is not None:
-            try:
-                bus.shutdown()
-            except Exception as exc:
-                self.log.warning(
-                    "uds_sim '%s': bus shutdown failed: %s: %s",
-                    self.node_id,
-                    type(exc).__name__,
-                    exc,
-                )
+            shutdown_bus(bus, self.log, f"uds_sim '{self.node_id}'")
 
     async def stop(self) -> None:
         """Cancel the sender, shut the bus down, complete ``out``: idempotent, bounded, never

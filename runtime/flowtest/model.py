@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from les02_flow.conditions import Condition
+from les02_flow.configfields import int_text
 
 __all__ = [
     "CountBound",
@@ -32,6 +33,8 @@ __all__ = [
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 #: how a match is written: an event type, one condition, or a list of conditions (all must hold)
+_can_id_text = int_text("a CAN id")
+
 MATCH_HELP = (
     "A message matches when all of these hold: an event type (a string, e.g. ride_end), one "
     "condition {field, op, value}, or a list of conditions."
@@ -40,12 +43,7 @@ MATCH_HELP = (
 
 def parse_can_id(value: object) -> object:
     """``0x80``, ``"0x80"``, ``"080"`` (hex text is read as hex only with 0x) -> int."""
-    if isinstance(value, str):
-        try:
-            return int(value.strip(), 0)
-        except ValueError:
-            raise ValueError(f"not a CAN id: {value!r} (use e.g. 128 or 0x80)") from None
-    return value
+    return _can_id_text(value)
 
 
 def normalize_match(value: object) -> object:
