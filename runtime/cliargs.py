@@ -20,7 +20,9 @@ __all__ = [
     "Subparsers",
     "add_bus_options",
     "add_command",
+    "add_options",
     "add_run_options",
+    "add_server_options",
     "add_set_option",
     "apply_overrides",
     "bus_flags",
@@ -30,6 +32,7 @@ __all__ = [
     "flag_overrides",
     "non_negative_float",
     "number",
+    "one_of",
     "port_or_auto",
     "positive_float",
     "positive_int",
@@ -155,6 +158,72 @@ def add_command(
     )
     p.set_defaults(func=func)
     return p
+
+
+def one_of(*words: str) -> Callable[[str], str]:
+    """An argparse ``type=``: one of ``words`` (``choices`` that :func:`add_options` can use).
+
+    >>> one_of("original", "now")("now")
+    'now'
+    """
+
+    def parse(text: str) -> str:
+        if text not in words:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(words)}: {text!r}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+#: ``{"-s --speed": (type, METAVAR, help)}``; type ``None`` is a switch (``store_true``)
+OptionTable = Mapping[str, tuple[Callable[[str], Any] | None, str | None, str]]
+
+
+def add_options(
+    p: argparse.ArgumentParser, table: OptionTable, *, flow: bool = True, **defaults: Any
+) -> None:
+    """Add a command's own options from one table (so commands declare options as data, not
+    as runs of ``add_argument`` calls); ``defaults`` are ``dest=value`` defaults. ``flow``:
+    the command runs a flow, so ``--set`` and :func:`add_run_options` come too."""
+    for flags, (kind, metavar, help_) in table.items():
+        if kind is None:
+            p.add_argument(*flags.split(), action="store_true", help=help_)
+        else:
+            p.add_argument(*flags.split(), type=kind, metavar=metavar, help=help_)
+    p.set_defaults(**defaults)
+    if flow:
+        add_set_option(p)
+        add_run_options(p)
+
+
+def add_server_options(
+    p: argparse.ArgumentParser, *, host: str, host_help: str, port: str | None
+) -> None:
+    """The ECUconnect logger server options of ``canlogger`` and ``uds-sim``: ``-p/--port``,
+    ``--host``, ``-v/--verbose``, ``--service-name``, ``--no-zeroconf``."""
+    add_options(
+        p,
+        {
+            "-p --port": (
+                port_or_auto,
+                "PORT",
+                "TCP port, or auto: the first free from 42420 (default auto)",
+            ),
+            "--host": (str, "HOST", f"address to listen on (default {host}{host_help})"),
+            "-v --verbose": (None, None, "print every frame (candump -L)"),
+            "--service-name": (
+                str,
+                "NAME",
+                "zeroconf instance name, must start with 'ECUconnect-Logger' (placeholders "
+                "{hostname}, {port})",
+            ),
+            "--no-zeroconf": (None, None, "do not advertise by zeroconf"),
+        },
+        flow=False,
+        host=host,
+        port=port,
+    )
 
 
 def add_set_option(p: argparse.ArgumentParser) -> None:

@@ -133,44 +133,28 @@ def cmd_canlogger(args: argparse.Namespace) -> int:
     return run_document(doc, args.stats_interval)
 
 
+HELP = (
+    "ECUconnect Logger for CANcorder: serve a CAN bus over TCP, advertised by zeroconf "
+    "(a drop-in for canlogger.py)"
+)
+EXAMPLES = """\
+  les02-flow canlogger -i socketcan -c can0
+  les02-flow canlogger -i slcan -c /dev/ttyACM0 -b 250000 -p 42421 -v
+  les02-flow canlogger --auto --service-name 'ECUconnect-Logger bench'
+  les02-flow canlogger -i virtual -c test --host 127.0.0.1 --no-zeroconf"""
+
+
 def register(sub: cliargs.Subparsers) -> None:
-    p = cliargs.add_command(
-        sub,
-        "canlogger",
-        cmd_canlogger,
-        "ECUconnect Logger for CANcorder: serve a CAN bus over TCP, advertised by zeroconf "
-        "(a drop-in for canlogger.py)",
-        "  les02-flow canlogger -i socketcan -c can0\n"
-        "  les02-flow canlogger -i slcan -c /dev/ttyACM0 -b 250000 -p 42421 -v\n"
-        "  les02-flow canlogger --auto --service-name 'ECUconnect-Logger bench'\n"
-        "  les02-flow canlogger -i virtual -c test --host 127.0.0.1 --no-zeroconf",
-    )
+    p = cliargs.add_command(sub, "canlogger", cmd_canlogger, HELP, EXAMPLES)
     cliargs.add_bus_options(
         p, interface=None, channel=None, what=" (default: socketcan can0, 500000)"
     )
-    p.add_argument(
-        "-p",
-        "--port",
-        type=cliargs.port_or_auto,
-        default="auto",
-        help="TCP port, or auto: the first free from 42420 (default auto)",
+    cliargs.add_server_options(p, host="0.0.0.0", host_help=", as the seed", port="auto")
+    auto = ", ".join(f"{i} {c}" for i, c in AUTO_CANDIDATES)
+    cliargs.add_options(
+        p,
+        {
+            "--auto": (None, None, f"find a CAN adapter: python-can's detection, then {auto}"),
+            "--flow": (str, "FLOW", "use this flow file instead of flows/canlogger.yaml"),
+        },
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="print each frame (candump -L)")
-    p.add_argument(
-        "--auto",
-        action="store_true",
-        help="find a CAN adapter: python-can's detection, then "
-        + ", ".join(f"{i} {c}" for i, c in AUTO_CANDIDATES),
-    )
-    p.add_argument(
-        "--service-name",
-        help="zeroconf instance name, must start with 'ECUconnect-Logger' "
-        "(placeholders {hostname}, {port})",
-    )
-    p.add_argument("--no-zeroconf", action="store_true", help="do not advertise by zeroconf")
-    p.add_argument(
-        "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as the seed)"
-    )
-    p.add_argument("--flow", help="use this flow file instead of flows/canlogger.yaml")
-    cliargs.add_set_option(p)
-    cliargs.add_run_options(p)

@@ -64,40 +64,27 @@ def cmd_record(args: argparse.Namespace) -> int:
     return run_document(doc, args.stats_interval, duration=args.duration)
 
 
+HELP = (
+    "record a CAN bus to a file (.log candump, .asc, .blf, .csv, .trc, .db, .gz) until "
+    "Ctrl-C/SIGTERM or --duration"
+)
+OUT_HELP = (
+    "file to write; the suffix picks the format; may hold {start:%%Y%%m%%d-%%H%%M%%S}, "
+    "{time:...}, {n}; directories are created, existing files never overwritten"
+)
+
+
 def register(sub: cliargs.Subparsers) -> None:
-    p = cliargs.add_command(
-        sub,
-        "record",
-        cmd_record,
-        "record a CAN bus to a file (.log candump, .asc, .blf, .csv, .trc, .db, .gz) until "
-        "Ctrl-C/SIGTERM or --duration",
-        EXAMPLES,
-    )
-    p.add_argument(
-        "out",
-        metavar="OUT",
-        help="file to write; the suffix picks the format; may hold {start:%%Y%%m%%d-%%H%%M%%S}, "
-        "{time:...}, {n}; directories are created, existing files never overwritten",
-    )
+    p = cliargs.add_command(sub, "record", cmd_record, HELP, EXAMPLES)
+    p.add_argument("out", metavar="OUT", help=OUT_HELP)
     cliargs.add_bus_options(p, interface="virtual", channel="les02")
-    p.add_argument("--fd", action="store_true", help="open the bus in CAN FD mode")
-    p.add_argument(
-        "--duration", type=cliargs.positive_float, metavar="S", help="stop after S seconds"
+    cliargs.add_options(
+        p,
+        {
+            "--duration": (cliargs.positive_float, "S", "stop after S seconds"),
+            "--fd": (None, None, "open the bus in CAN FD mode"),
+            "--max-bytes": (cliargs.positive_int, "N", "rotate files at N bytes"),
+            "--max-seconds": (cliargs.positive_float, "S", "rotate files every S seconds"),
+            "--flush-interval": (cliargs.positive_float, "S", "flush every S seconds (default 1)"),
+        },
     )
-    p.add_argument(
-        "--max-bytes", type=cliargs.positive_int, metavar="N", help="rotate files at N bytes"
-    )
-    p.add_argument(
-        "--max-seconds",
-        type=cliargs.positive_float,
-        metavar="S",
-        help="rotate files every S seconds",
-    )
-    p.add_argument(
-        "--flush-interval",
-        type=cliargs.positive_float,
-        metavar="S",
-        help="seconds between flushes to disk (default 1)",
-    )
-    cliargs.add_set_option(p)
-    cliargs.add_run_options(p)

@@ -181,69 +181,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run_document(doc, args.stats_interval)
 
 
-def register(sub: Any) -> None:
-    p = cliargs.add_command(
-        sub,
-        "replay",
-        cmd_replay,
-        "replay a recording: print it, or run it through a flow in place of its can_source",
-        EXAMPLES,
-    )
-    p.add_argument("file", metavar="FILE", help="recording (.log .asc .blf .csv .trc .db .jsonl)")
-    p.add_argument("--flow", metavar="FLOW", help="run FLOW with its can_source(s) replaced")
-    p.add_argument(
-        "--speed",
-        type=cliargs.speed_or_max,
-        default=1.0,
-        metavar="X|max",
-        help="time factor or max (default 1)",
-    )
-    p.add_argument(
-        "--loop",
-        type=cliargs.count_or_forever,
-        default=1,
-        metavar="N|forever",
-        help="play N times (default 1)",
-    )
-    p.add_argument(
-        "--max-gap",
-        type=cliargs.seconds_or_none,
-        metavar="S",
-        help="shorten silences to S seconds (default 60; 'none' keeps every gap)",
-    )
-    p.add_argument(
-        "--loop-gap",
-        type=cliargs.non_negative_float,
-        metavar="S",
-        help="with --loop: each pass continues S seconds after the previous one's last frame "
+HELP = "replay a recording: print it, or run it through a flow in place of its can_source"
+
+#: the options of ``replay`` (see :func:`les02_flow.cliargs.add_options`)
+OPTIONS: cliargs.OptionTable = {
+    "--flow": (str, "FLOW", "run FLOW with its can_source(s) replaced"),
+    "--speed": (cliargs.speed_or_max, "X|max", "time factor or max (default 1)"),
+    "--loop": (cliargs.count_or_forever, "N|forever", "play N times (default 1)"),
+    "--max-gap": (
+        cliargs.seconds_or_none,
+        "S",
+        "shorten silences to S seconds (default 60; 'none' keeps every gap)",
+    ),
+    "--loop-gap": (
+        cliargs.non_negative_float,
+        "S",
+        "with --loop: each pass continues S seconds after the previous one's last frame "
         "(timestamps shifted by the recording's length plus S; default 1)",
-    )
-    p.add_argument(
-        "--start", type=cliargs.non_negative_float, metavar="S", help="skip the first S seconds"
-    )
-    p.add_argument(
-        "--end",
-        type=cliargs.non_negative_float,
-        metavar="S",
-        help="stop S seconds after the first frame",
-    )
-    p.add_argument(
-        "--ids", type=cliargs.can_ids, metavar="ID,...", help="only these CAN ids, e.g. 0x80,0x81"
-    )
-    p.add_argument(
-        "--timestamps",
-        choices=["original", "now"],
-        help="keep recorded times (default) or re-stamp to the replay clock",
-    )
-    p.add_argument(
-        "--keep-recorders", action="store_true", help="with --flow: keep file_recorder nodes"
-    )
-    p.add_argument(
-        "--progress",
-        type=cliargs.non_negative_float,
-        metavar="S",
-        help="seconds between progress reports (0 = off; default: a bar on a terminal, "
+    ),
+    "--start": (cliargs.non_negative_float, "S", "skip the first S seconds"),
+    "--end": (cliargs.non_negative_float, "S", "stop S seconds after the first frame"),
+    "--ids": (cliargs.can_ids, "ID,...", "only these CAN ids, e.g. 0x80,0x81"),
+    "--timestamps": (
+        cliargs.one_of("original", "now"),
+        "original|now",
+        "keep recorded times (default) or re-stamp to the replay clock",
+    ),
+    "--keep-recorders": (None, None, "with --flow: keep file_recorder nodes"),
+    "--progress": (
+        cliargs.non_negative_float,
+        "S",
+        "seconds between progress reports (0 = off; default: a bar on a terminal, "
         "a log line every 10 s otherwise)",
-    )
-    cliargs.add_set_option(p)
-    cliargs.add_run_options(p)
+    ),
+}
+
+
+def register(sub: cliargs.Subparsers) -> None:
+    p = cliargs.add_command(sub, "replay", cmd_replay, HELP, EXAMPLES)
+    p.add_argument("file", metavar="FILE", help="recording (.log .asc .blf .csv .trc .db .jsonl)")
+    cliargs.add_options(p, OPTIONS, speed=1.0, loop=1)

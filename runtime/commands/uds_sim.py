@@ -79,57 +79,28 @@ def cmd_uds_sim(args: argparse.Namespace) -> int:
     return run_flow(flow, args.stats_interval)
 
 
+HELP = (
+    "mock ECUconnect logger: simulated UDS reprogramming sessions and OBD-II polling served "
+    "over TCP (flows/uds-mock.yaml)"
+)
+
+
 def register(sub: cliargs.Subparsers) -> None:
-    p = cliargs.add_command(
-        sub,
-        "uds-sim",
-        cmd_uds_sim,
-        "mock ECUconnect logger: simulated UDS reprogramming sessions and OBD-II polling "
-        "served over TCP (flows/uds-mock.yaml)",
-        EXAMPLES,
+    p = cliargs.add_command(sub, "uds-sim", cmd_uds_sim, HELP, EXAMPLES)
+    cliargs.add_server_options(
+        p,
+        host="127.0.0.1",
+        host_help=": this machine only; 0.0.0.0 lets CANcorder on another machine connect",
+        port=None,
     )
-    p.add_argument(
-        "-p",
-        "--port",
-        type=cliargs.port_or_auto,
-        help="TCP port, or 'auto' = first free port >= 42420 (default auto)",
+    cliargs.add_options(
+        p,
+        {
+            "--tester-id": (cliargs.can_id, "ID", "tester request id (default 0x7E0)"),
+            "--ecu-id": (cliargs.can_id, "ID", "ECU response id (default 0x7E8)"),
+            "--functional-id": (cliargs.can_id, "ID", "OBD-II functional id (default 0x7DF)"),
+            "-s --speed": (cliargs.positive_float, "X", "time factor, 2.0 = twice as fast"),
+            "--no-loop": (None, None, "play one session, then exit"),
+            "--seed": (int, "N", "random seed: the same seed gives the same traffic"),
+        },
     )
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 lets "
-        "CANcorder on another machine connect)",
-    )
-    p.add_argument(
-        "--tester-id", type=cliargs.can_id, metavar="ID", help="tester request id (default 0x7E0)"
-    )
-    p.add_argument(
-        "--ecu-id", type=cliargs.can_id, metavar="ID", help="ECU response id (default 0x7E8)"
-    )
-    p.add_argument(
-        "--functional-id",
-        type=cliargs.can_id,
-        metavar="ID",
-        help="OBD-II functional id (default 0x7DF)",
-    )
-    p.add_argument(
-        "-s",
-        "--speed",
-        type=cliargs.positive_float,
-        metavar="X",
-        help="time factor, 2.0 = twice as fast",
-    )
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="print every frame (adds a debug node)"
-    )
-    p.add_argument("--no-loop", action="store_true", help="play one session, then exit")
-    p.add_argument(
-        "--service-name",
-        metavar="NAME",
-        help="zeroconf instance name, must start with 'ECUconnect-Logger'; placeholders "
-        "{hostname}, {port} (default 'ECUconnect-Logger Mock-UDS {hostname}:{port}')",
-    )
-    p.add_argument("--no-zeroconf", action="store_true", help="do not advertise by zeroconf")
-    p.add_argument("--seed", type=int, help="random seed: the same seed gives the same traffic")
-    cliargs.add_set_option(p)
-    cliargs.add_run_options(p)
