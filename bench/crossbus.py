@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.crossbus --duration 20 --no-append
 
 Everything runs inside a private network namespace (``unshare -rn``: loopback only, multicast
-routed to ``lo``; DESIGN §7): the command re-executes itself there. Nothing leaves the machine.
+routed to ``lo``): the command re-executes itself there. Nothing leaves the machine.
 
 Per scenario and system under test, in this order, each in its own process:
 

@@ -1,4 +1,4 @@
-"""The one condition model of flows (DESIGN §8 "Declarative only").
+"""The one condition model of flows (declarative only: no code in flow files).
 
 ``filter`` and ``switch`` nodes and flow-test expectations all say *which messages* with the
 same small piece of data: a **field path**, an **operator** and a **value**. Nothing is ever

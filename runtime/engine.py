@@ -1,6 +1,6 @@
 """The engine: turns a :class:`CompiledFlow` into live nodes, runs them, and re-deploys edits.
 
-Wiring (DESIGN §3, §5). Every node with an input has an *inlet* and every output port an
+Wiring. Every node with an input has an *inlet* and every output port an
 *outlet*; the engine subscribes each port exactly once and the outlet hands each message to the
 inlets it is wired to:
 

@@ -1,4 +1,4 @@
-"""The event envelope (seed 000 §3.4) and its JSON encoding.
+"""The event envelope (docs/protocol.md) and its JSON encoding.
 
 An event is a plain ``dict`` so that nodes, sinks and recorders share it without copying::
 

@@ -243,7 +243,7 @@ class Node(Generic[ConfigT]):
     config_model: ClassVar[type[NodeConfig]] = NodeConfig
     input_kind: ClassVar[Kind | None] = None
     output_ports: ClassVar[Mapping[str, Kind]] = {}
-    #: flow snippets (YAML, one node) that ``tests/test_node_examples.py`` validates
+    #: flow snippets (YAML, one node) that ``tests/runtime/test_node_examples.py`` validates
     examples: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

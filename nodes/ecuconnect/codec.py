@@ -1,4 +1,4 @@
-"""The ECUconnect Logger wire format (seed 002, DESIGN §6): pure, no I/O.
+"""The ECUconnect Logger wire format (docs/ecuconnect.md): pure, no I/O.
 
 One packet per CAN frame, big-endian::
 

@@ -1,4 +1,4 @@
-"""LES02 CAN frame decoder (seed 000 §3.2/§3.3, DESIGN §6): one ``can.Message`` in, one event
+"""LES02 CAN frame decoder (docs/protocol.md): one ``can.Message`` in, one event
 envelope or one :class:`Rejection` out. Pure: no I/O, no asyncio, no Rx.
 
 The rules (``docs/protocol.md`` is the normative description):
@@ -111,7 +111,7 @@ class Rejection:
 
 
 def parse_position(data: bytes | bytearray) -> int:
-    """The 24-bit big-endian position in bytes 0..2 (seed 000 §3.3); byte 3 is ignored.
+    """The 24-bit big-endian position in bytes 0..2; byte 3 is ignored.
 
     The caller ensures ``len(data) >= 3``.
 

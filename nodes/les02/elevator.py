@@ -14,7 +14,7 @@ The car
       ``a_max`` (m/s²) and ``j_max`` (m/s³), solved in closed form (:class:`SCurve`). Short trips
       that never reach ``v_max`` (or never reach ``a_max``) use the reduced exact peak.
 
-The frames (seed 000 §4.2, DESIGN §6)
+The frames (as docs/protocol.md describes them)
     * position frames: id ``0x80`` (master) and ``0x81`` (slave), DLC 4, bytes 0..2 =
       ``position_raw`` (24-bit big-endian), byte 3 = 0. Each channel sends at ``rate_hz``
       (default 250 Hz), interleaved: tick ``k`` is at ``t = k / (2 * rate_hz)`` seconds, even

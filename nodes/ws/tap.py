@@ -1,4 +1,4 @@
-"""``tap``: the debug client (seed 000 §6.2) -- print a ``ws_sink`` stream, one JSON per line.
+"""``tap``: the debug client -- print a ``ws_sink`` stream, one JSON per line.
 
 Wired to ``les02-flow tap [URL] [--types a,b] [--count N] [--reconnect S]``. The messages go
 to ``out`` unchanged (one per line, flushed per line, so ``| jq`` and ``| head`` work);

@@ -1,6 +1,6 @@
 """can_source on a real cross-process-capable bus: python-can's ``udp_multicast`` interface.
 
-Multicast runs only inside a private network namespace (DESIGN §7): the test re-executes this
+Multicast runs only inside a private network namespace: the test re-executes this
 file under ``unshare -rn`` (loopback only, multicast routed to ``lo``) and checks the JSON
 report the scenarios print. Scenarios:
 

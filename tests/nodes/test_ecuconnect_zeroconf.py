@@ -1,7 +1,7 @@
 """Zeroconf registration, TXT, discovery (node, source and `les02-flow discover`) and goodbye.
 
 mDNS sends multicast, so the scenario runs only inside a private network namespace: the test
-re-executes this file under ``unshare -n`` (DESIGN §7), where only a loopback interface exists,
+re-executes this file under ``unshare -n``, where only a loopback interface exists,
 and checks the JSON report it prints. Skipped with the reason when that is impossible.
 """
 

@@ -1,4 +1,4 @@
-"""Tests of the LES02 frame decoder against the seed's rules (seed 000 §3.2/§3.3, DESIGN §6)."""
+"""Tests of the LES02 frame decoder against the frame rules of docs/protocol.md."""
 
 from __future__ import annotations
 
