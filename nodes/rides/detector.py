@@ -728,16 +728,20 @@ class _Core:
 
     def sample(self, ts: float, channel: str, position_raw: int) -> list[Event]:
         """One de-jittered sample. Returns the events decided up to and at ``ts``."""
+        out: list[Event] = []
+        self.sample_into(ts, channel, position_raw, out)
+        return out
+
+    def sample_into(self, ts: float, channel: str, position_raw: int, out: list[Event]) -> None:
+        """:meth:`sample`, appending the events to ``out``."""
         ch, other, _name, clock = self._pairs[channel]
         last_ts = ch.last_ts
         if last_ts is not None and ts < last_ts:
             ts = last_ts  # cannot happen with SampleClock times; never go back
-        out: list[Event]
         if self._move is not None or self._mismatch is not None:
             deadline = self._earliest()[0]
-            out = self.advance(ts) if deadline is not None and deadline <= ts else []
-        else:
-            out = []
+            if deadline is not None and deadline <= ts:
+                out += self.advance(ts)
         if last_ts is not None and ts - last_ts > self._gap_limit * clock.period:
             self._check_gap(ts, channel, ch, position_raw, out)
         if channel == self._detect:
@@ -747,7 +751,6 @@ class _Core:
         ch.last_raw = position_raw
         ch.received += 1
         ch.other_seen = other.received
-        return out
 
     def next_deadline(self) -> float | None:
         """Frame time of the earliest pending decision (stop/idle), or None."""
@@ -1113,6 +1116,7 @@ class RideDetector:
         #: earlier on the de-jittered timeline
         self._horizon = 2.0 * p.max_stall
         self._rate_warned: set[str] = set()
+        self._released: list[tuple[float, int]] = []
 
     def feed(self, ts: float, channel: str, position_raw: int) -> list[Event]:
         """One position sample (host stamp ``ts``). Returns the events decided by now."""
@@ -1149,12 +1153,13 @@ class RideDetector:
                 out += core.advance(ts - self._horizon)
         self._last_h[channel] = ts
         clock = self.clocks[channel]
-        released: list[tuple[float, int]] = []
+        released = self._released  # reused: one sample is released per push, usually
+        released.clear()
         clock.push(ts, position_raw, released)
         if released:
-            sample = self._core.sample
+            sample = core.sample_into
             for t, raw in released:
-                out += sample(t, channel, raw)
+                sample(t, channel, raw, out)
             if clock.fast and channel not in self._rate_warned:
                 self._rate_warned.add(channel)
                 self._count("rate_mismatch")
@@ -1209,6 +1214,6 @@ class RideDetector:
             merged += [(t, name, raw) for t, raw in got]
         if len(merged) > 1:
             merged.sort(key=lambda x: x[0])
-        sample = self._core.sample
+        sample = self._core.sample_into
         for t, name, raw in merged:
-            out += sample(t, name, raw)
+            sample(t, name, raw, out)
