@@ -134,10 +134,13 @@ class WebConsole(Node[WebConsoleConfig]):
     position chart of the last ``history`` seconds with channel mismatches and dropouts
     marked, the speed and the ride in progress; the **rides** from the ``store`` (click one for
     its position and speed chart, CSV/JSON downloads equal to ``les02-flow rides --export``);
-    and a **debug** sidebar with the latest events, filterable by type and pausable.
+    a **debug** sidebar with the latest events, filterable by type and pausable; and, once
+    events from a fleet arrive (they carry a ``site``, e.g. from ``mqtt_source``), a **lifts**
+    panel: every (site, source) with its online/offline state (``edge_status``), last seen and
+    last known position (at most 10,000 lifts, the least recently seen evicted and counted).
 
     Wire the events to watch into it (e.g. ``ride_detect``'s output). API on the same port:
-    ``/api/flow``, ``/api/rides``, ``/api/rides/{id}``, ``/api/rides/{id}/samples``,
+    ``/api/flow``, ``/api/lifts``, ``/api/rides``, ``/api/rides/{id}``, ``/api/rides/{id}/samples``,
     ``/api/rides/{id}/export.csv|json``, ``/ws`` (live updates, at most ``update_rate`` per
     second), ``/healthz`` (200, or 503 while a source reports an error) and ``/metrics``
     (Prometheus text format: per-node counters and statuses, clients, drops, loop lag).
@@ -519,6 +522,8 @@ class WebConsole(Node[WebConsoleConfig]):
             return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
         if route == "/api/flow":
             return _response(200, self.flow_document())
+        if route == "/api/lifts":
+            return _response(200, self.state.lift_table())
         if not route.startswith("/api/rides"):
             return _response(404, {"error": f"no such page: {route}"})
         reader = self._reader

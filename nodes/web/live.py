@@ -8,12 +8,17 @@ the ride in progress and the non-sample events. So a browser gets at most ``upda
 messages a second however fast the bus is, never one message per frame. The position history
 (for the scrolling chart) keeps one point per channel per tick for ``history`` seconds.
 
+Events that carry a ``site`` (a fleet's, from ``mqtt_source``) also fill a table of lifts keyed
+by (site, source): online state from ``edge_status``, last seen, last known position. It is
+bounded (``max_lifts``, the least recently seen evicted and counted); a tick carries only the
+lifts that changed since the last one.
+
 :class:`RateMeter` turns the engine's cumulative node counters into per-second rates.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 __all__ = ["CHANNELS", "LiveState", "RateMeter", "learn_floors"]
@@ -27,6 +32,8 @@ RECENT_EVENTS = 100
 SPEED_WINDOW = 0.25
 #: event types that mark the chart (spans and points)
 MARK_TYPES = ("channel_mismatch", "dropout", "ride_start", "ride_end", "relevel")
+#: lifts (site, source) kept in the fleet table; the least recently seen beyond that evicted
+MAX_LIFTS = 10_000
 
 
 class LiveState:
@@ -43,8 +50,16 @@ class LiveState:
     True
     """
 
-    def __init__(self, history: float, resolution_mm: float = 1.0) -> None:
+    def __init__(
+        self, history: float, resolution_mm: float = 1.0, max_lifts: int = MAX_LIFTS
+    ) -> None:
         self.history = history
+        self.max_lifts = max_lifts
+        #: (site, source) -> the lift's row, least recently seen first
+        self.lifts: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self.lifts_evicted = 0
+        self._lifts_changed: set[tuple[str, str]] = set()
+        self._lifts_gone: set[tuple[str, str]] = set()
         self.resolution_mm = resolution_mm
         self._last: dict[str, tuple[float, int]] = {}
         self._last_event: dict[str, dict[str, Any]] = {}
@@ -71,6 +86,8 @@ class LiveState:
             return
         counts = self.counts
         counts[type_] = counts.get(type_, 0) + 1
+        if type(event) is dict and "site" in event:
+            self._see_lift(event, type_)
         if type_ == "position_sample":
             payload = event.get("payload")
             if isinstance(payload, dict):
@@ -100,11 +117,67 @@ class LiveState:
         elif type_ == "channel_mismatch":
             self.mismatch = payload if payload.get("state") == "begin" else None
 
+    def _see_lift(self, event: dict[str, Any], type_: str) -> None:
+        site, source = event.get("site"), event.get("source")
+        if not isinstance(site, str) or not isinstance(source, str):
+            return
+        key = (site, source)
+        lifts = self.lifts
+        row = lifts.get(key)
+        if row is None:
+            row = {
+                "site": site,
+                "source": source,
+                "online": None,
+                "last_seen": None,
+                "status_ts": None,
+                "position_mm": None,
+            }
+            lifts[key] = row
+            self._lifts_gone.discard(key)
+            while len(lifts) > self.max_lifts:
+                old, _ = lifts.popitem(last=False)
+                self.lifts_evicted += 1
+                self._lifts_changed.discard(old)
+                self._lifts_gone.add(old)
+        else:
+            lifts.move_to_end(key)
+        ts = event.get("ts")
+        if _number(ts):
+            row["last_seen"] = ts
+        payload = event.get("payload")
+        if isinstance(payload, dict):
+            if type_ == "edge_status":
+                state = payload.get("state")
+                if state in ("online", "offline"):
+                    row["online"] = state == "online"
+                    row["status_ts"] = ts if _number(ts) else None
+            else:
+                mm = _position_mm(type_, payload, self.resolution_mm)
+                if mm is not None:
+                    row["position_mm"] = mm
+        self._lifts_changed.add(key)
+
+    def lift_table(self) -> dict[str, Any]:
+        """The fleet's lifts (``/api/lifts``), by site and source."""
+        return {
+            "lifts": [dict(self.lifts[k]) for k in sorted(self.lifts)],
+            "count": len(self.lifts),
+            "max_lifts": self.max_lifts,
+            "evicted": self.lifts_evicted,
+        }
+
     # -- per update ----------------------------------------------------------------------------
 
     def tick(self) -> dict[str, Any] | None:
         """The update for the page since the last call, or ``None`` when nothing happened."""
-        if not self._fresh and not self._events and self.counts == self._counts_sent:
+        if (
+            not self._fresh
+            and not self._events
+            and not self._lifts_changed
+            and not self._lifts_gone
+            and self.counts == self._counts_sent
+        ):
             return None
         samples: dict[str, list[float | int]] = {}
         for channel in sorted(self._fresh):
@@ -128,6 +201,13 @@ class LiveState:
         }
         if skipped:
             msg["skipped"] = skipped
+        if self._lifts_changed or self._lifts_gone:
+            lifts = self.lifts
+            msg["lifts"] = [dict(lifts[k]) for k in sorted(self._lifts_changed)]
+            msg["lifts_gone"] = [list(k) for k in sorted(self._lifts_gone)]
+            msg["lifts_evicted"] = self.lifts_evicted
+            self._lifts_changed.clear()
+            self._lifts_gone.clear()
         return msg
 
     def _remember(self, channel: str, ts: float, raw: int) -> None:
@@ -164,6 +244,8 @@ class LiveState:
             "marks": list(self.marks),
             "recent": list(self.recent),
             "counts": dict(self.counts),
+            "lifts": self.lift_table()["lifts"],
+            "lifts_evicted": self.lifts_evicted,
         }
 
 
@@ -215,6 +297,20 @@ def learn_floors(positions_mm: list[float], tolerance_mm: float = 30.0) -> list[
         else:
             floors.append([p])
     return [round(sum(f) / len(f), 1) for f in floors]
+
+
+def _position_mm(type_: str, payload: dict[str, Any], resolution_mm: float) -> float | None:
+    """A lift's position from one of its events, when the event tells it."""
+    if type_ == "position_sample":
+        raw = payload.get("position_raw")
+        return (
+            round(raw * resolution_mm, 1)
+            if isinstance(raw, (int, float)) and _number(raw)
+            else None
+        )
+    key = {"ride_start": "position_mm", "ride_end": "end_position_mm"}.get(type_)
+    value = payload.get(key) if key else None
+    return float(value) if isinstance(value, (int, float)) and _number(value) else None
 
 
 def _number(x: Any) -> bool:

@@ -404,3 +404,55 @@ def test_floors_are_learned_from_stored_rides_without_a_simulator(
         assert got["floors_from"] == "rides" and got["floors_mm"] == [0.0, 3500.0]
     finally:
         flow.stop()
+
+
+def test_lifts_api_and_ws_follow_edge_status() -> None:
+    flow = RunningFlow(
+        """\
+        version: 1
+        name: lifts-test
+        nodes:
+          console: {type: web_console, host: 127.0.0.1, port: 0, update_rate: 20}
+        """
+    ).start()
+    try:
+        console = flow.node("console")
+        port = console.port
+        assert get_json(port, "/api/lifts")["lifts"] == []
+
+        def feed(site: str, source: str, state: str, ts: float) -> None:
+            ev = {
+                "proto": 1,
+                "type": "edge_status",
+                "ts": ts,
+                "source": source,
+                "site": site,
+                "payload": {"state": state},
+            }
+            flow.on_loop(lambda: console.consume(ev))
+
+        async def watch() -> list[dict[str, Any]]:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                hello = json.loads(await ws.recv())
+                assert hello["kind"] == "hello" and hello["live"]["lifts"] == []
+                await asyncio.to_thread(feed, "hq", "lift-1", "online", T0)
+                await asyncio.to_thread(feed, "hq", "lift-2", "online", T0 + 1)
+                await asyncio.to_thread(feed, "hq", "lift-1", "offline", T0 + 2)
+                seen: dict[str, dict[str, Any]] = {}
+                async with asyncio.timeout(20):
+                    while not (seen.get("lift-1", {}).get("online") is False and "lift-2" in seen):
+                        m = json.loads(await ws.recv())
+                        for row in m.get("lifts", []) if m["kind"] == "tick" else []:
+                            seen[row["source"]] = row
+                return list(seen.values())
+
+        rows = asyncio.run(watch())
+        assert {(r["source"], r["online"]) for r in rows} == {("lift-1", False), ("lift-2", True)}
+        doc = get_json(port, "/api/lifts")
+        assert [(r["site"], r["source"], r["online"], r["last_seen"]) for r in doc["lifts"]] == [
+            ("hq", "lift-1", False, T0 + 2),
+            ("hq", "lift-2", True, T0 + 1),
+        ]
+        assert doc["count"] == 2 and doc["evicted"] == 0
+    finally:
+        flow.stop()

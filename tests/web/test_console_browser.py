@@ -1,6 +1,7 @@
 """The web console's page in real headless Chromium (one browser for the whole module),
 against a simulated lift run by the real engine: the flow graph, the lift view, a ride in the
-list with its chart, the debug sidebar, a live re-deploy, and a wrong token.
+list with its chart, the debug sidebar, a live re-deploy, a fleet's lift in the Lifts panel,
+and a wrong token.
 
 Screenshots land in build/test-artifacts/; with LES02_UPDATE_SCREENSHOT=1 the ride one also
 replaces docs/web-console.png (the README's screenshot).
@@ -8,6 +9,7 @@ replaces docs/web-console.png (the README's screenshot).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -238,6 +240,34 @@ def test_lift_view_shows_the_last_position_sample(page: Any, lift: tuple[Running
         sample = last.last[("position_sample", channel)]
         assert span.get_attribute("data-raw") == str(sample["payload"]["position_raw"])
     assert "F" in page.find_element("id", "pos-master").text  # at a floor
+
+
+def test_lifts_panel_is_hidden_for_one_lift_and_shows_a_fleets_lift(
+    page: Any, lift: tuple[RunningFlow, str]
+) -> None:
+    flow, _ = lift
+    card = page.find_element("id", "lifts-card")
+    assert not card.is_displayed()  # the single-lift flow's events carry no site
+    console = flow.node("console")
+    for state in ("online", "offline"):
+        ev = {
+            "proto": 1,
+            "type": "edge_status",
+            "ts": 1_737_000_000.0,
+            "source": "lift-7",
+            "site": "hq",
+            "payload": {"state": state},
+        }
+        flow.on_loop(functools.partial(console.consume, ev))
+
+        def row_state(state: str = state) -> bool:
+            rows = page.find_elements("css selector", "#lifts-body tr[data-source='lift-7']")
+            return bool(rows) and rows[0].get_attribute("data-state") == state
+
+        wait_for(row_state, f"the Lifts panel to show lift-7 {state}")
+    assert card.is_displayed()
+    row = page.find_element("css selector", "#lifts-body tr[data-source='lift-7']")
+    assert row.get_attribute("data-site") == "hq" and "offline" in row.text
 
 
 def test_wrong_token_gets_401(browser: Any) -> None:

@@ -78,3 +78,61 @@ def test_events_per_tick_are_bounded_and_history_is_trimmed() -> None:
 def test_learned_floors() -> None:
     assert learn_floors([]) == []
     assert learn_floors([3500.0, 0.0, 3510.0, 3490.0, 7000.0]) == [0.0, 3500.0, 7000.0]
+
+
+def lift_event(type_: str, ts: float, site: str, source: str, **payload: Any) -> dict[str, Any]:
+    return {"proto": 1, "type": type_, "ts": ts, "source": source, "site": site, "payload": payload}
+
+
+def test_lifts_go_online_then_offline_with_last_seen_and_position() -> None:
+    s = LiveState(history=10.0)
+    s.add(lift_event("edge_status", 100.0, "hq", "lift-1", state="online"))
+    s.add(lift_event("ride_end", 105.0, "hq", "lift-1", end_position_mm=3500.0))
+    s.add(lift_event("edge_status", 101.0, "north", "lift-1", state="online"))
+    tick = s.tick()
+    assert tick is not None
+    assert [
+        (r["site"], r["source"], r["online"], r["last_seen"], r["position_mm"])
+        for r in tick["lifts"]
+    ] == [
+        ("hq", "lift-1", True, 105.0, 3500.0),
+        ("north", "lift-1", True, 101.0, None),
+    ]
+    assert s.tick() is None  # nothing changed: no lifts in the next tick
+    s.add(lift_event("edge_status", 110.0, "hq", "lift-1", state="offline"))
+    tick = s.tick()
+    assert tick is not None
+    assert [(r["source"], r["online"], r["last_seen"]) for r in tick["lifts"]] == [
+        ("lift-1", False, 110.0)
+    ]  # only the lift that changed
+    table = s.lift_table()
+    assert [(r["site"], r["online"], r["position_mm"]) for r in table["lifts"]] == [
+        ("hq", False, 3500.0),
+        ("north", True, None),
+    ]
+    assert s.snapshot()["lifts"] == table["lifts"]
+
+
+def test_events_without_a_site_make_no_lifts() -> None:
+    s = LiveState(history=10.0)
+    s.add(sample(100.0, "master", 1000))
+    s.add(event("ride_end", 101.0, end_position_mm=1.0))
+    tick = s.tick()
+    assert tick is not None and "lifts" not in tick
+    assert s.lift_table()["lifts"] == [] and s.snapshot()["lifts"] == []
+
+
+def test_the_lift_table_is_bounded_least_recently_seen_evicted_and_counted() -> None:
+    s = LiveState(history=10.0, max_lifts=3)
+    for i in range(4):
+        s.add(lift_event("edge_status", 100.0 + i, "hq", f"lift-{i}", state="online"))
+    s.tick()
+    s.add(lift_event("status", 110.0, "hq", "lift-1"))  # lift-1 seen again: lift-2 is oldest
+    s.add(lift_event("edge_status", 111.0, "hq", "lift-9", state="online"))
+    tick = s.tick()
+    assert tick is not None
+    table = s.lift_table()
+    assert [r["source"] for r in table["lifts"]] == ["lift-1", "lift-3", "lift-9"]
+    assert table["count"] == 3 and table["evicted"] == 2
+    assert tick["lifts_gone"] == [["hq", "lift-2"]] and tick["lifts_evicted"] == 2
+    assert [r["source"] for r in tick["lifts"]] == ["lift-1", "lift-9"]

@@ -33,6 +33,9 @@
     debugTypes: {},
     debugSampleAt: {},
     knownNodes: new Set(),
+    lifts: new Map(),  // "site\u0000source" -> row (server-side bounded; gone rows removed)
+    liftsEvicted: 0,
+    liftsDirty: false,
     dirty: true,
     fps: 0,
   };
@@ -656,6 +659,43 @@
   $("debug-clear").addEventListener("click", () => { $("debug-list").textContent = ""; state.debugHeld = []; });
 
   // -- live stream --------------------------------------------------------------------------------
+  // -- lifts (a fleet's, only when events carry a site) -------------------------------------------
+  function liftKey(site, source) { return site + "\u0000" + source; }
+  function mergeLifts(rows, gone, evicted) {
+    for (const r of rows || []) state.lifts.set(liftKey(r.site, r.source), r);
+    for (const g of gone || []) state.lifts.delete(liftKey(g[0], g[1]));
+    if (evicted !== undefined) state.liftsEvicted = evicted;
+    state.liftsDirty = true;
+  }
+  function renderLifts() {
+    if (!state.liftsDirty) return;
+    state.liftsDirty = false;
+    const card = $("lifts-card");
+    card.hidden = state.lifts.size === 0;
+    if (card.hidden) return;
+    const rows = [...state.lifts.values()].sort((a, b) =>
+      a.site < b.site ? -1 : a.site > b.site ? 1 : a.source < b.source ? -1 : a.source > b.source ? 1 : 0);
+    const body = $("lifts-body");
+    body.textContent = "";
+    const shown = rows.slice(0, 500);  // a compact panel: the rest are counted
+    for (const r of shown) {
+      const st = r.online === true ? "online" : r.online === false ? "offline" : "unknown";
+      const tr = el("tr", { "data-site": r.site, "data-source": r.source, "data-state": st }, body);
+      el("td", { text: r.site }, tr);
+      el("td", { text: r.source }, tr);
+      const td = el("td", { class: "lift-state" }, tr);
+      el("span", { class: "dot " + st }, td);
+      el("span", { text: " " + st }, td);
+      el("td", { text: r.last_seen == null ? "–" : dateTime(r.last_seen) }, tr);
+      el("td", { class: "r", text: r.position_mm == null ? "–" : fmt0(r.position_mm) + " mm" }, tr);
+    }
+    const online = rows.filter((r) => r.online === true).length;
+    let note = `${online} of ${rows.length} online`;
+    if (rows.length > shown.length) note += `, first ${shown.length} shown`;
+    if (state.liftsEvicted) note += `, ${state.liftsEvicted} not seen for longest dropped`;
+    $("lifts-note").textContent = note;
+  }
+
   function onStats(s) {
     state.stats = s;
     state.floors = s.floors_mm || [];
@@ -707,6 +747,7 @@
       state.typesAt = now;
       updateTypes(m.counts);
     }
+    if (m.lifts) { mergeLifts(m.lifts, m.lifts_gone, m.lifts_evicted); renderLifts(); }
     updateReadouts();
     if (rideEnded) { renderRides(); setTimeout(() => loadRides(4), 300); }
   }
@@ -731,6 +772,9 @@
     $("debug-list").textContent = "";
     addDebug(live.recent);
     updateTypes(live.counts);
+    state.lifts = new Map();
+    mergeLifts(live.lifts, [], live.lifts_evicted);
+    renderLifts();
     updateReadouts();
     loadRides(0);
   }
