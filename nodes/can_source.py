@@ -38,7 +38,7 @@ from reactivex import Observable
 
 from les02_flow.configfields import HexInt, RetryFields
 from les02_flow.loopcall import post as _post
-from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
+from les02_flow.node import Context, Kind, Logger, Node, NodeConfig, RateLimitedLog
 from les02_flow.nodes.fdbus import FdReader, Raw, fd_reader
 from les02_flow.streams import HotPort
 
@@ -288,7 +288,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _shutdown_quietly(bus: can.BusABC, log: logging.Logger) -> None:
+def _shutdown_quietly(bus: can.BusABC, log: Logger) -> None:
     try:
         bus.shutdown()
     except Exception as exc:

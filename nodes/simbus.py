@@ -29,11 +29,10 @@ def open_bus(
         ) from exc
 
 
-def send_frame(
-    bus: can.BusABC, msg: can.Message, counters: Counters, log: RateLimitedLog, prefix: str
-) -> bool:
+def send_frame(bus: can.BusABC, msg: can.Message, counters: Counters, log: RateLimitedLog) -> bool:
     """Send without blocking; a failure bumps ``errors`` and ``send_errors`` and logs a
-    (rate-limited) warning starting with ``prefix``. True when sent."""
+    (rate-limited) warning on ``log`` (built on the node's :meth:`Context.node_log`, which
+    adds the node prefix). True when sent."""
     try:
         bus.send(msg, timeout=0)
     except Exception as exc:
@@ -41,8 +40,7 @@ def send_frame(
         counters.bump("send_errors")
         log(
             logging.WARNING,
-            "%s: send of id 0x%03X failed: %s: %s",
-            prefix,
+            "send of id 0x%03X failed: %s: %s",
             msg.arbitration_id,
             type(exc).__name__,
             exc,
@@ -51,9 +49,9 @@ def send_frame(
     return True
 
 
-def shutdown_bus(bus: can.BusABC, log: Logger, prefix: str) -> None:
-    """``bus.shutdown()``; a failure is logged as a warning starting with ``prefix``."""
+def shutdown_bus(bus: can.BusABC, log: Logger) -> None:
+    """``bus.shutdown()``; a failure is logged as a warning on the node's prefixed ``log``."""
     try:
         bus.shutdown()
     except Exception as exc:
-        log.warning("%s: bus shutdown failed: %s: %s", prefix, type(exc).__name__, exc)
+        log.warning("bus shutdown failed: %s: %s", type(exc).__name__, exc)

@@ -42,7 +42,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
@@ -123,6 +123,20 @@ class Counters:
 
 #: a logger, or the node-prefixed adapter of one
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class NodeLogAdapter(logging.LoggerAdapter[logging.Logger]):
+    """A node's logger that starts every message with ``TYPE 'ID': `` (see
+    :meth:`Context.node_log`), so call sites do not format the prefix by hand."""
+
+    def __init__(self, logger: logging.Logger, prefix: str) -> None:
+        super().__init__(logger, {})
+        self.prefix = prefix
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{self.prefix}: {msg}", kwargs
 
 
 class RateLimitedLog:
@@ -231,6 +245,15 @@ class Context:
             self.loop = asyncio.get_running_loop()
         return self.loop
 
+    def node_log(self, type_name: str) -> NodeLogAdapter:
+        """This node's logger with the ``TYPE 'ID': `` prefix on every message.
+
+        >>> import logging
+        >>> Context("sim", logging.getLogger("doc")).node_log("les02_sim").process("up", {})
+        ("les02_sim 'sim': up", {})
+        """
+        return NodeLogAdapter(self.logger, f"{type_name} '{self.node_id}'")
+
     def set_status(self, state: StatusState, text: str = "") -> None:
         """Set this node's status (cheap: call it on changes, not per message)."""
         self.status = NodeStatus(state, text)
@@ -263,7 +286,8 @@ class Node(Generic[ConfigT]):
         self.node_id = node_id
         self.config = config
         self.ctx = ctx
-        self.log = ctx.logger
+        #: the node's logger; ``ctx.node_log(self.type_name)`` gives one that adds the prefix
+        self.log: Logger = ctx.logger
         self.counters = ctx.counters
         self._error_log = RateLimitedLog(ctx.logger)
 

@@ -99,7 +99,8 @@ class Les02Sim(Node[Les02SimConfig]):
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._failure: BaseException | None = None
-        self._send_log = RateLimitedLog(ctx.logger)
+        self.log = ctx.node_log(self.type_name)
+        self._send_log = RateLimitedLog(self.log)
         self._runs = 0
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -124,8 +125,7 @@ class Les02Sim(Node[Les02SimConfig]):
             self._run(bus), name=f"les02_sim:{self.node_id}"
         )
         self.log.info(
-            "les02_sim '%s': sending on interface=%s channel=%s (seed %d, speed %g, %s)",
-            self.node_id,
+            "sending on interface=%s channel=%s (seed %d, speed %g, %s)",
             cfg.interface,
             cfg.channel,
             self.sim.seed,
@@ -138,21 +138,18 @@ class Les02Sim(Node[Les02SimConfig]):
         speed = self.config.speed
         t0 = loop.time() + self.config.start_delay
         counters = self.counters
-        prefix = f"les02_sim '{self.node_id}'"
         try:
             async for frame in paced(self.sim.frames(), lambda f: f.t / speed, t0, _BURST):
                 msg = can.Message(
                     arbitration_id=frame.can_id, data=frame.data, is_extended_id=False
                 )
-                if send_frame(bus, msg, counters, self._send_log, prefix):
+                if send_frame(bus, msg, counters, self._send_log):
                     counters.emitted += 1
         except Exception as exc:  # a model bug: report it through finished()
             self._failure = exc
-            self.log.error("les02_sim '%s': simulation failed: %r", self.node_id, exc)
+            self.log.error("simulation failed: %r", exc)
         else:
-            self.log.info(
-                "les02_sim '%s': run complete, %d frames sent", self.node_id, counters.emitted
-            )
+            self.log.info("run complete, %d frames sent", counters.emitted)
         self._done.set()
 
     async def finished(self) -> None:
@@ -170,5 +167,5 @@ class Les02Sim(Node[Les02SimConfig]):
             task.cancel()
             await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
         if bus is not None:
-            shutdown_bus(bus, self.log, f"les02_sim '{self.node_id}'")
+            shutdown_bus(bus, self.log)
         self._done.set()

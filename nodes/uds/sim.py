@@ -156,7 +156,8 @@ class UdsSim(Node[UdsSimConfig]):
         self._bus: can.BusABC | None = None
         self._task: asyncio.Task[None] | None = None
         self._completed = False
-        self._send_log = RateLimitedLog(ctx.logger)
+        self.log = ctx.node_log(self.type_name)
+        self._send_log = RateLimitedLog(self.log)
 
     @property
     def bus_info(self) -> dict[str, str]:
@@ -174,7 +175,7 @@ class UdsSim(Node[UdsSimConfig]):
         """Open the bus (if configured) and start playing from the beginning; a running run is
         stopped first. ``NodeStartError`` when the bus cannot be opened."""
         if self._completed:
-            self.log.warning("uds_sim '%s': already completed; not restarted", self.node_id)
+            self.log.warning("already completed; not restarted")
             return
         await self._halt()
         cfg = self.config
@@ -185,8 +186,7 @@ class UdsSim(Node[UdsSimConfig]):
             self._run(self.generator.frames(sessions), self._bus), name=f"uds_sim:{self.node_id}"
         )
         self.log.info(
-            "uds_sim '%s': tester 0x%03X, ECU 0x%03X, functional 0x%03X (seed %d, speed %g, %s)%s",
-            self.node_id,
+            "tester 0x%03X, ECU 0x%03X, functional 0x%03X (seed %d, speed %g, %s)%s",
             cfg.tester_id,
             cfg.ecu_id,
             cfg.functional_id,
@@ -227,13 +227,13 @@ class UdsSim(Node[UdsSimConfig]):
                     self._send(bus, msg)
         except Exception as exc:  # a generator bug: report it and end the port
             self.counters.errors += 1
-            self.log.error("uds_sim '%s': simulation failed: %r", self.node_id, exc)
+            self.log.error("simulation failed: %r", exc)
         else:
-            self.log.info("uds_sim '%s': run complete, %d frames", self.node_id, sent)
+            self.log.info("run complete, %d frames", sent)
         self._complete()
 
     def _send(self, bus: can.BusABC, msg: can.Message) -> None:
-        send_frame(bus, msg, self.counters, self._send_log, f"uds_sim '{self.node_id}'")
+        send_frame(bus, msg, self.counters, self._send_log)
 
     def _complete(self) -> None:
         if not self._completed:
@@ -247,7 +247,7 @@ class UdsSim(Node[UdsSimConfig]):
             task.cancel()
             await asyncio.wait({task}, timeout=_STOP_TIMEOUT)
         if bus is not None:
-            shutdown_bus(bus, self.log, f"uds_sim '{self.node_id}'")
+            shutdown_bus(bus, self.log)
 
     async def stop(self) -> None:
         """Cancel the sender, shut the bus down, complete ``out``: idempotent, bounded, never
@@ -255,5 +255,5 @@ class UdsSim(Node[UdsSimConfig]):
         try:
             await self._halt()
         except Exception as exc:  # never raise from stop
-            self.log.warning("uds_sim '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
         self._complete()

@@ -248,7 +248,7 @@ class WebConsole(Node[WebConsoleConfig]):
         package = resources.files(__package__ or "les02_flow.nodes.web") / "static"
         for _, (name, _type) in STATIC_FILES.items():
             self._static[name] = (package / name).read_bytes()
-        ws_log = self.log.getChild("websockets")
+        ws_log = self.ctx.logger.getChild("websockets")
         if ws_log.level == logging.NOTSET:
             ws_log.setLevel(logging.WARNING)
         try:

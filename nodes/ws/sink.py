@@ -267,7 +267,7 @@ class WsSink(Node[WsSinkConfig]):
         self._flusher = FlushScheduler(asyncio.get_running_loop(), self._flush)
         # websockets logs every connection at INFO; this node logs its own lines (with the
         # client count), so keep the library's to warnings unless configured otherwise.
-        ws_log = self.log.getChild("websockets")
+        ws_log = self.ctx.logger.getChild("websockets")
         if ws_log.level == logging.NOTSET:
             ws_log.setLevel(logging.WARNING)
         if cfg.token_env is not None:
