@@ -1,5 +1,5 @@
 """The edge flow as a real `les02-flow run` process: SIGKILL with a spool, the last will,
-and the documented layout read by mosquitto_sub."""
+and the documented layout read by mosquitto_sub; the central flow's console listing the lifts."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from les02_flow.nodes.mqtt.broker import Mosquitto
+from les02_flow.nodes.mqtt.broker import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUSH = 0.05
@@ -148,6 +149,52 @@ def test_edge_flow_file_is_valid() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+
+
+def test_fleet_central_console_lists_lifts_online_then_offline(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """flows/fleet-central.yaml as a process: retained edge statuses on a real broker show in
+    its web console's /api/lifts (a real HTTP client)."""
+    port = free_port()
+    env = {**os.environ, "LES02_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+           "LES02_CONSOLE_PORT": str(port), "LES02_DATA_DIR": str(tmp_path),
+           "LES02_CENTRAL_ID": f"central-{os.getpid()}"}  # fmt: skip
+    log = (tmp_path / "central.log").open("wb")
+    central = subprocess.Popen(
+        [*les02_flow(), "run", "flows/fleet-central.yaml", "--set", "ws.port=0"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def pub(source: str, state: str) -> None:
+        subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-r", "-q", "1",
+             "-t", f"les02/hq/{source}/edge/status", "-m", state],
+            check=True, timeout=20,
+        )  # fmt: skip
+
+    def lifts() -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/lifts", timeout=5) as r:
+                doc = json.load(r)
+        except OSError:
+            return {}
+        return {row["source"]: row["online"] for row in doc["lifts"] if row["site"] == "hq"}
+
+    try:
+        pub("lift-1", "online")  # retained before the central flow subscribes
+        pub("lift-2", "online")
+        wait_for(lambda: lifts() == {"lift-1": True, "lift-2": True}, "both lifts online")
+        pub("lift-1", "offline")
+        wait_for(lambda: lifts() == {"lift-1": False, "lift-2": True}, "lift-1 offline")
+    finally:
+        central.send_signal(signal.SIGINT)
+        try:
+            central.wait(30)
+        except subprocess.TimeoutExpired:
+            central.kill()
+            central.wait(10)
+        log.close()
 
 
 pytestmark = pytest.mark.timeout(120)
