@@ -51,6 +51,7 @@ import can
 from can.io.generic import MessageReader, MessageWriter
 
 from les02_flow.events import Event, encode_event
+from les02_flow.nodes.fileid import FileIdentity, file_identity, path_lost
 
 __all__ = [
     "FORMATS",
@@ -193,7 +194,7 @@ class FrameFileWriter:
         self.good_size = 0
         self._unflushed = 0
         #: (st_dev, st_ino) of the file created
-        self.identity: tuple[int, int] | None = None
+        self.identity: FileIdentity | None = None
         self._raw: IO[bytes] | None = None
         self._text: IO[str] | None = None
         self._writer: MessageWriter | None = None
@@ -207,12 +208,12 @@ class FrameFileWriter:
             self._writer = writer
             with contextlib.suppress(OSError):
                 st = os.stat(path)
-                self.identity = (st.st_dev, st.st_ino)
+                self.identity = file_identity(st)
             return
         raw: IO[bytes] = open(path, "xb")  # noqa: SIM115 -- closed in close()
         self._raw = raw
         st = os.fstat(raw.fileno())
-        self.identity = (st.st_dev, st.st_ino)
+        self.identity = file_identity(st)
         try:
             stream: Any = raw
             if fmt.compressed:
@@ -293,17 +294,7 @@ class FrameFileWriter:
 
     def lost(self) -> str | None:
         """Why the path no longer names this file (deleted, replaced), or None."""
-        if self.identity is None:
-            return None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return "deleted"
-        except OSError as exc:
-            return f"no longer accessible ({exc.strerror or exc})"
-        if (st.st_dev, st.st_ino) != self.identity:
-            return "replaced by another file"
-        return None
+        return path_lost(self.path, self.identity)
 
     def _unlink_own(self) -> None:
         """Remove the file if the path still names it (it was created here)."""

@@ -44,6 +44,7 @@ from pydantic import Field
 from les02_flow.events import Event, encode_event
 from les02_flow.loopcall import post
 from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.nodes.fileid import FileIdentity, file_identity, path_lost
 
 __all__ = [
     "ADDED_COLUMNS",
@@ -181,24 +182,14 @@ class RideDB:
         self.path = path
         conn.row_factory = sqlite3.Row
         #: (st_dev, st_ino) of the database file when opened
-        self.identity: tuple[int, int] | None = None
+        self.identity: FileIdentity | None = None
         with contextlib.suppress(OSError):
             st = os.stat(path)
-            self.identity = (st.st_dev, st.st_ino)
+            self.identity = file_identity(st)
 
     def lost(self) -> str | None:
         """Why the path no longer names the open database (deleted, replaced), or None."""
-        if self.identity is None:
-            return None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return "deleted"
-        except OSError as exc:
-            return f"no longer accessible ({exc.strerror or exc})"
-        if (st.st_dev, st.st_ino) != self.identity:
-            return "replaced by another file"
-        return None
+        return path_lost(self.path, self.identity)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it; ``sqlite3.Error`` when that
