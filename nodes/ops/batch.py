@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from les02_flow.events import Event, make_event
 from les02_flow.node import Kind, Node, NodeConfig
 
-from .common import QuietFlush, message_time
+from .common import HeldStream, message_time
 
 __all__ = ["Batch", "BatchConfig", "Batcher", "batch_event"]
 
@@ -159,49 +159,19 @@ class Batch(Node[BatchConfig]):
         c = self.config
         batcher = Batcher(c.count, c.interval, c.source)
         self.batcher = batcher
-        report = self.report_error
-
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            emit = observer.on_next
-            self._emit = emit
-            quiet = QuietFlush(
-                c.quiet_flush or 0.0,
-                lambda: bool(batcher.events),
-                lambda: batcher.flush(emit, "quiet"),
-                lambda: self.ctx.loop,
-            )
-            self._quiet = quiet
-            activity = quiet.activity if c.quiet_flush is not None else None
-
-            def on_next(m: Any) -> None:
-                try:
-                    batcher.feed(m, emit)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    report(m, exc)
-                    return
-                if activity is not None:
-                    activity()
-
-            def on_completed() -> None:
-                quiet.cancel()
-                batcher.flush(emit)
-                observer.on_completed()
-
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
-
-        return {"out": Observable(subscribe)}
+        self.held = HeldStream(
+            feed=batcher.feed,
+            pending=lambda: bool(batcher.events),
+            flush_quiet=lambda emit: batcher.flush(emit, "quiet"),
+            flush_end=batcher.flush,
+            quiet=c.quiet_flush,
+            report=self.report_error,
+            loop_of=lambda: self.ctx.loop,
+        )
+        return {"out": self.held.observable(source)}
 
     async def stop(self) -> None:
         """Send the open batch on (reason ``end``): downstream sinks stop after this node."""
-        emit = getattr(self, "_emit", None)
-        batcher = getattr(self, "batcher", None)
-        quiet = getattr(self, "_quiet", None)
-        if quiet is not None:
-            quiet.cancel()
-        if emit is not None and batcher is not None:
-            try:
-                batcher.flush(emit)
-            except Exception as exc:  # never raise from stop
-                self.log.warning("node '%s': flushing the batch failed: %s", self.node_id, exc)
+        held: HeldStream | None = getattr(self, "held", None)
+        if held is not None:
+            held.flush_at_stop(self.log, self.node_id, "the batch")

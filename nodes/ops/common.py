@@ -1,14 +1,18 @@
-"""Helpers shared by the operator nodes: message time and per-key state keys (pure Python)."""
+"""Helpers shared by the operator nodes: message time, per-key state keys, and the wiring of
+operators that hold messages (throttle, batch)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from reactivex import Observable, abc
+
 from les02_flow.conditions import FieldPath
 
-__all__ = ["QuietFlush", "key_function", "message_time", "validate_paths"]
+__all__ = ["HeldStream", "QuietFlush", "key_function", "message_time", "validate_paths"]
 
 
 def message_time(message: Any) -> float:
@@ -99,3 +103,89 @@ class QuietFlush:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+Emit = Callable[[Any], None]
+
+
+class HeldStream:
+    """The stream wiring of an operator that holds messages back (``throttle`` latest,
+    ``batch``): feed each message, send what is held when the input completes or the flow
+    stops, and, with ``quiet`` seconds set, after that much wall-clock quiet (:class:`QuietFlush`).
+
+    ``feed(message, emit)`` is the operator's pure logic; a ``KeyError``, ``TypeError``,
+    ``ValueError`` or ``AttributeError`` from it goes to ``report(message, exc)`` and the stream
+    goes on. ``pending()`` says whether anything is held, ``flush_quiet(emit)`` and
+    ``flush_end(emit)`` send it. Built once per node; :meth:`observable` is subscribed once.
+    """
+
+    def __init__(
+        self,
+        *,
+        feed: Callable[[Any, Emit], None],
+        pending: Callable[[], bool],
+        flush_quiet: Callable[[Emit], None],
+        flush_end: Callable[[Emit], None],
+        quiet: float | None,
+        report: Callable[[Any, BaseException], None],
+        loop_of: Callable[[], asyncio.AbstractEventLoop | None],
+    ) -> None:
+        self._feed = feed
+        self._pending = pending
+        self._flush_quiet = flush_quiet
+        self._flush_end = flush_end
+        self._quiet_seconds = quiet
+        self._report = report
+        self._loop_of = loop_of
+        self._emit: Emit | None = None
+        self._quiet: QuietFlush | None = None
+
+    def observable(self, source: Observable[Any]) -> Observable[Any]:
+        """The operator's output stream over ``source``."""
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            emit = observer.on_next
+            self._emit = emit
+            feed = self._feed
+            report = self._report
+            quiet = QuietFlush(
+                self._quiet_seconds or 0.0,
+                self._pending,
+                lambda: self._flush_quiet(emit),
+                self._loop_of,
+            )
+            self._quiet = quiet
+            activity = quiet.activity if self._quiet_seconds is not None else None
+
+            def on_next(m: Any) -> None:
+                try:
+                    feed(m, emit)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    report(m, exc)
+                    return
+                if activity is not None:
+                    activity()
+
+            def on_completed() -> None:
+                quiet.cancel()
+                self._flush_end(emit)
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    def flush_at_stop(
+        self, log: logging.Logger | logging.LoggerAdapter[Any], node_id: str, what: str
+    ) -> None:
+        """Send what is held when the flow stops (never raises; ``what`` names it in the log)."""
+        if self._quiet is not None:
+            self._quiet.cancel()
+        if self._emit is None:
+            return
+        try:
+            self._flush_end(self._emit)
+        except Exception as exc:  # never raise from stop
+            log.warning("node '%s': flushing %s failed: %s", node_id, what, exc)

@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from les02_flow.conditions import FieldPath
 from les02_flow.node import Kind, Node, NodeConfig
 
-from .common import QuietFlush, key_function, message_time, validate_paths
+from .common import HeldStream, key_function, message_time, validate_paths
 
 __all__ = ["Throttle", "ThrottleConfig", "Throttler"]
 
@@ -213,54 +213,27 @@ class Throttle(Node[ThrottleConfig]):
         throttler = Throttler(c.interval, c.mode, key_function(c.key))
         self.throttler = throttler
         counters = self.counters
-        report = self.report_error
+        feed = throttler.feed
 
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            emit = observer.on_next
-            feed = throttler.feed
-            self._emit = emit
-            quiet = QuietFlush(
-                c.quiet_flush or 0.0,
-                lambda: throttler.holding,
-                lambda: throttler.flush_quiet(emit),
-                lambda: self.ctx.loop,
-            )
-            self._quiet = quiet
-            use_quiet = c.mode == "latest" and c.quiet_flush is not None
-            activity = quiet.activity if use_quiet else None
+        def counted_feed(m: Any, emit: Callable[[Any], None]) -> None:
+            before = throttler.dropped
+            feed(m, emit)
+            if throttler.dropped != before:
+                counters.dropped += throttler.dropped - before
 
-            def on_next(m: Any) -> None:
-                before = throttler.dropped
-                try:
-                    feed(m, emit)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    report(m, exc)
-                    return
-                if throttler.dropped != before:
-                    counters.dropped += throttler.dropped - before
-                if activity is not None:
-                    activity()
-
-            def on_completed() -> None:
-                quiet.cancel()
-                throttler.flush(emit)
-                observer.on_completed()
-
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
-
-        return {"out": Observable(subscribe)}
+        self.held = HeldStream(
+            feed=counted_feed,
+            pending=lambda: throttler.holding,
+            flush_quiet=throttler.flush_quiet,
+            flush_end=throttler.flush,
+            quiet=c.quiet_flush if c.mode == "latest" else None,
+            report=self.report_error,
+            loop_of=lambda: self.ctx.loop,
+        )
+        return {"out": self.held.observable(source)}
 
     async def stop(self) -> None:
         """Send the held messages (latest mode) on: downstream sinks stop after this node."""
-        emit = getattr(self, "_emit", None)
-        throttler = getattr(self, "throttler", None)
-        quiet = getattr(self, "_quiet", None)
-        if quiet is not None:
-            quiet.cancel()
-        if emit is not None and throttler is not None:
-            try:
-                throttler.flush(emit)
-            except Exception as exc:  # never raise from stop
-                self.log.warning("node '%s': flushing held messages failed: %s", self.node_id, exc)
+        held: HeldStream | None = getattr(self, "held", None)
+        if held is not None:
+            held.flush_at_stop(self.log, self.node_id, "held messages")
