@@ -62,6 +62,11 @@ import random
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from les02_flow.configfields import HexInt
 
 from .isotp import (
     DEFAULT_PADDING,
@@ -123,36 +128,62 @@ class Frame:
         return self.t_us / 1_000_000
 
 
-@dataclass(frozen=True)
-class UdsSimParams:
-    """What the generator simulates; validated on construction (``ValueError`` names the field).
+class UdsSimParams(BaseModel):
+    """What the generator simulates; invalid values raise ``ValueError`` naming the field.
 
-    ``transfer_blocks``: TransferData blocks per session (``BLOCK_DATA`` bytes each, the last
-    one shorter); ``None`` draws 40..320 per session, so some sessions wrap the block sequence
-    counter past 255 and some do not.
+    The one definition of these fields: the ``uds_sim`` node's config model extends it, so a
+    field, its default, bounds and description are written here only.
     """
 
-    tester_id: int = 0x7E0
-    ecu_id: int = 0x7E8
-    functional_id: int = 0x7DF
-    padding: int = DEFAULT_PADDING
-    transfer_blocks: int | None = None
-    seed: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    def __post_init__(self) -> None:
-        for name in ("tester_id", "ecu_id", "functional_id"):
-            value = getattr(self, name)
-            if not 0 <= value <= _ID_MAX:
-                raise ValueError(f"{name} must be an 11-bit id (0..0x7FF), got {value:#x}")
+    tester_id: HexInt = Field(
+        default=0x7E0,
+        ge=0,
+        le=_ID_MAX,
+        description="11-bit id of the tester's physical requests (0x7E0).",
+    )
+    ecu_id: HexInt = Field(
+        default=0x7E8, ge=0, le=_ID_MAX, description="11-bit id the ECU responds on (0x7E8)."
+    )
+    functional_id: HexInt = Field(
+        default=0x7DF,
+        ge=0,
+        le=_ID_MAX,
+        description="11-bit functional (OBD-II broadcast) id (0x7DF).",
+    )
+    padding: HexInt = Field(
+        default=DEFAULT_PADDING,
+        ge=0,
+        le=0xFF,
+        description="Byte that fills the unused bytes of every ISO-TP frame (default 0xAA; "
+        "0x55 and 0xCC are common too).",
+    )
+    transfer_blocks: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="TransferData blocks (256 bytes each) per session; null = 40..320 at "
+        "random, so some sessions wrap the block sequence counter past 255.",
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed; the same seed gives the same bytes. null = random."
+    )
+
+    @model_validator(mode="after")
+    def _check_ids(self) -> Self:
         if len({self.tester_id, self.ecu_id, self.functional_id}) != 3:
             raise ValueError(
                 "tester_id, ecu_id and functional_id must differ, got "
                 f"{self.tester_id:#x}, {self.ecu_id:#x}, {self.functional_id:#x}"
             )
-        if not 0 <= self.padding <= 0xFF:
-            raise ValueError(f"padding must be a byte (0..255), got {self.padding}")
-        if self.transfer_blocks is not None and not 1 <= self.transfer_blocks <= 100_000:
-            raise ValueError(f"transfer_blocks must be 1..100000, got {self.transfer_blocks}")
+        return self
+
+    def uds_params(self) -> UdsSimParams:
+        """These parameters as a plain :class:`UdsSimParams` (drops a subclass's own fields)."""
+        if type(self) is UdsSimParams:
+            return self
+        return UdsSimParams(**{name: getattr(self, name) for name in UdsSimParams.model_fields})
 
 
 @dataclass

@@ -18,11 +18,9 @@ from pydantic import Field, model_validator
 from reactivex import Observable
 from reactivex.subject import Subject
 
-from les02_flow.configfields import HexInt
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 from les02_flow.nodes.simbus import open_bus, send_frame, shutdown_bus
 from les02_flow.nodes.uds.generator import Frame, UdsSimParams, UdsTrafficGenerator
-from les02_flow.nodes.uds.isotp import DEFAULT_PADDING
 from les02_flow.pacing import paced
 
 __all__ = ["UdsSim", "UdsSimConfig"]
@@ -35,8 +33,12 @@ _STOP_TIMEOUT = 2.0
 SIMULATED_BITRATE = 500_000
 
 
-class UdsSimConfig(NodeConfig):
-    """Configuration of ``uds_sim``."""
+class UdsSimConfig(NodeConfig, UdsSimParams):
+    """Configuration of ``uds_sim``.
+
+    The generator's fields (ids, padding, transfer blocks, seed) come from
+    :class:`UdsSimParams` (written once, there); only the pacing and the bus are the node's own.
+    """
 
     speed: float = Field(
         default=1.0, gt=0, description="Time factor: 2.0 plays the traffic twice as fast."
@@ -45,38 +47,6 @@ class UdsSimConfig(NodeConfig):
         default=True,
         description="true: session after session until stopped; false: one session (OBD-II "
         "polling, then one reprogramming session), then the node completes.",
-    )
-    seed: int | None = Field(
-        default=None, description="Random seed; the same seed gives the same bytes. null = random."
-    )
-    tester_id: HexInt = Field(
-        default=0x7E0,
-        ge=0,
-        le=0x7FF,
-        description="11-bit id of the tester's physical requests (0x7E0).",
-    )
-    ecu_id: HexInt = Field(
-        default=0x7E8, ge=0, le=0x7FF, description="11-bit id the ECU responds on (0x7E8)."
-    )
-    functional_id: HexInt = Field(
-        default=0x7DF,
-        ge=0,
-        le=0x7FF,
-        description="11-bit functional (OBD-II broadcast) id (0x7DF).",
-    )
-    padding: HexInt = Field(
-        default=DEFAULT_PADDING,
-        ge=0,
-        le=0xFF,
-        description="Byte that fills the unused bytes of every ISO-TP frame (default 0xAA; "
-        "0x55 and 0xCC are common too).",
-    )
-    transfer_blocks: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        description="TransferData blocks (256 bytes each) per session; null = 40..320 at "
-        "random, so some sessions wrap the block sequence counter past 255.",
     )
     interface: str | None = Field(
         default=None,
@@ -99,19 +69,11 @@ class UdsSimConfig(NodeConfig):
     def _check(self) -> UdsSimConfig:
         if self.interface is not None and self.channel is None:
             raise ValueError("interface needs a channel")
-        self.params()  # raises ValueError naming the field on inconsistent ids
         return self
 
     def params(self) -> UdsSimParams:
         """The generator parameters of this config."""
-        return UdsSimParams(
-            tester_id=self.tester_id,
-            ecu_id=self.ecu_id,
-            functional_id=self.functional_id,
-            padding=self.padding,
-            transfer_blocks=self.transfer_blocks,
-            seed=self.seed,
-        )
+        return self.uds_params()
 
 
 class UdsSim(Node[UdsSimConfig]):

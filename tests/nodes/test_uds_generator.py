@@ -486,3 +486,23 @@ def test_invalid_params_are_rejected(params: dict[str, int], fragment: str) -> N
         UdsSimParams(**params)
     with pytest.raises(ValueError, match="sessions"):
         list(UdsTrafficGenerator(UdsSimParams()).frames(-1))
+
+
+def test_sim_config_is_the_params_plus_the_node_fields() -> None:
+    from les02_flow.nodes.uds.sim import UdsSimConfig
+
+    config = UdsSimConfig.model_validate(
+        {"seed": 3, "tester_id": "0x7E2", "ecu_id": 0x7EA, "transfer_blocks": 2, "loop": False}
+    )
+    params = config.params()
+    assert type(params) is UdsSimParams
+    assert params == UdsSimParams(seed=3, tester_id=0x7E2, ecu_id=0x7EA, transfer_blocks=2)
+    own = set(UdsSimConfig.model_fields) - set(UdsSimParams.model_fields)
+    assert own == {"speed", "loop", "interface", "channel", "bitrate", "start_delay"}
+    for name, info in UdsSimParams.model_fields.items():  # one definition: same default, text
+        assert UdsSimConfig.model_fields[name].description == info.description
+        assert UdsSimConfig.model_fields[name].default == info.default
+    with pytest.raises(ValueError, match="must differ"):
+        UdsSimConfig(ecu_id=0x7E0)
+    with pytest.raises(ValueError, match="interface needs a channel"):
+        UdsSimConfig(interface="virtual")
