@@ -18,7 +18,7 @@ import cantools
 from pydantic import Field, ValidationInfo, field_validator
 from reactivex import Observable
 
-from les02_flow.events import Event, make_event
+from les02_flow.events import CanInvalidPayload, CanMessagePayload, Event, make_event
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 
 __all__ = [
@@ -163,7 +163,7 @@ class DbcDecoder:
         except Exception as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             return self._invalid(frame, "decode_error", detail, entry.name)
-        payload: dict[str, Any] = {
+        payload: CanMessagePayload = {
             "message": entry.name,
             "can_id": can_id,
             "extended": extended,
@@ -178,7 +178,7 @@ class DbcDecoder:
 
     def _invalid(self, frame: Any, reason: str, detail: str, name: str | None = None) -> Event:
         ts = getattr(frame, "timestamp", 0.0)
-        payload: dict[str, Any] = {"reason": reason, "detail": detail}
+        payload: CanInvalidPayload = {"reason": reason, "detail": detail}
         try:
             payload["can_id"] = int(frame.arbitration_id)
             payload["extended"] = bool(frame.is_extended_id)

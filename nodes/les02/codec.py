@@ -34,7 +34,7 @@ from typing import Final
 
 import can
 
-from les02_flow.events import Event, make_event
+from les02_flow.events import Channel, Event, FramePayload, PositionSamplePayload, make_event
 
 __all__ = [
     "BAD_DLC",
@@ -94,7 +94,7 @@ REASONS: Final = (
 _MAX_STD_ID = 0x7FF
 
 # Per accepted id: (event type, channel, required DLC, is position)
-_Entry = tuple[str, str, int, bool]
+_Entry = tuple[str, Channel, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +129,7 @@ def _build_table(strict_ids: bool) -> dict[int, _Entry]:
         if base is None:
             continue
         type_, dlc = base
-        channel = CHANNEL_SLAVE if can_id & 1 else CHANNEL_MASTER
+        channel: Channel = CHANNEL_SLAVE if can_id & 1 else CHANNEL_MASTER
         table[can_id] = (type_, channel, dlc, type_ == "position_sample")
     return table
 
@@ -175,7 +175,7 @@ class Les02Decoder:
             if msg.dlc != dlc or len(data) != dlc:
                 return self._reject_length(msg, type_, dlc)
             if is_position:
-                payload: dict[str, object] = {
+                payload: PositionSamplePayload | FramePayload = {
                     "channel": channel,
                     "position_raw": (data[0] << 16) | (data[1] << 8) | data[2],
                 }

@@ -22,7 +22,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, field_validator, model_validator
 from reactivex import Observable
 
-from les02_flow.events import PROTO_VERSION, Event
+from les02_flow.events import EdgeStatusPayload, Event, make_event
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 from les02_flow.streams import HotPort
 
@@ -225,19 +225,13 @@ class MqttSource(Node[MqttSourceConfig]):
     def _handle(self, topic: str, payload: bytes) -> None:
         status = self._status.parse(topic)
         if status is not None:
-            state = payload.decode("utf-8", "replace").strip()
-            if state not in ("online", "offline"):
-                raise CodecError(f"status {state[:40]!r}, expected 'online' or 'offline'")
-            self._events.on_next(
-                {
-                    "proto": PROTO_VERSION,
-                    "type": "edge_status",
-                    "ts": time.time(),
-                    "source": status["source"],
-                    "payload": {"state": state},
-                    "site": status["site"],
-                }
-            )
+            text = payload.decode("utf-8", "replace").strip()
+            if text not in ("online", "offline"):
+                raise CodecError(f"status {text[:40]!r}, expected 'online' or 'offline'")
+            state: EdgeStatusPayload = {"state": "online" if text == "online" else "offline"}
+            event = make_event("edge_status", time.time(), state, status["source"])
+            event["site"] = status["site"]
+            self._events.on_next(event)
             return
         is_state = self._state is not None and self._state.parse(topic) is not None
         if is_state and not self.config.emit_state:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 from reactivex import Observable
 
-from les02_flow.events import Event, make_event
+from les02_flow.events import BatchPayload, Event, make_event
 from les02_flow.node import Kind, Node, NodeConfig
 
 from .common import HeldStream, message_time
@@ -28,16 +28,17 @@ def batch_event(events: list[Event], reason: str, source: str | None) -> Event:
     ('batch', 1.5, 'les02', 2, 'count')
     """
     first, last = events[0], events[-1]
+    payload: BatchPayload = {
+        "count": len(events),
+        "first_ts": float(first["ts"]),
+        "last_ts": float(last["ts"]),
+        "reason": reason,
+        "events": events,
+    }
     return make_event(
         "batch",
         float(last["ts"]),
-        {
-            "count": len(events),
-            "first_ts": float(first["ts"]),
-            "last_ts": float(last["ts"]),
-            "reason": reason,
-            "events": events,
-        },
+        payload,
         source if source is not None else str(first.get("source", "batch")),
     )
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import les02_flow
+from les02_flow import events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,8 @@ EXPECTED = {
     "load_flow",
     "load_flow_text",
     "make_event",
+    # the typed events (les02_flow.events): one envelope and one payload TypedDict per type
+    *(n for n in events.__all__ if n not in ("KNOWN_TYPES", "PROTO_VERSION", "encode_event")),
 }
 
 
