@@ -352,8 +352,8 @@ class CanSource(Node[CanSourceConfig]):
         self._first_attempt: asyncio.Future[None] | None = None
         self._session: _Session | None = None
         self._where = f"interface={config.interface}, channel={config.channel}"
-        self._drop_log = RateLimitedLog(ctx.logger)
-        self._bad_log = RateLimitedLog(ctx.logger)
+        self._drop_log = RateLimitedLog(self.log)
+        self._bad_log = RateLimitedLog(self.log)
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -417,12 +417,12 @@ class CanSource(Node[CanSourceConfig]):
                 session.closed = True
                 _shutdown_quietly(session.bus, self.log)
         except Exception as exc:  # never raise from stop
-            self.log.warning("can_source '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
         finally:
             try:
                 self._subject.on_completed()
             except Exception as exc:
-                self.log.warning("can_source '%s': completing output: %s", self.node_id, exc)
+                self.log.warning("completing output: %s", exc)
 
     # -- supervisor (loop side) ----------------------------------------------------------------
 
@@ -445,9 +445,8 @@ class CanSource(Node[CanSourceConfig]):
                         self.ctx.set_status("error", f"cannot open CAN bus: {exc}")
                         self.counters.bump("bus_errors")
                         self.log.error(
-                            "can_source '%s': cannot open CAN bus (%s): %s: %s "
+                            "cannot open CAN bus (%s): %s: %s "
                             "-- retrying in %.3g s (backoff up to %.3g s)",
-                            self.node_id,
                             self._where,
                             type(exc).__name__,
                             exc,
@@ -456,8 +455,7 @@ class CanSource(Node[CanSourceConfig]):
                         )
                     else:
                         self.log.debug(
-                            "can_source '%s': retry %d failed (%s): %s: %s -- next in %.3g s",
-                            self.node_id,
+                            "retry %d failed (%s): %s: %s -- next in %.3g s",
                             attempts,
                             self._where,
                             type(exc).__name__,
@@ -471,8 +469,7 @@ class CanSource(Node[CanSourceConfig]):
                     outage = False
                     self.counters.bump("reconnects")
                     self.log.info(
-                        "can_source '%s': CAN bus (%s) is back (attempt %d)",
-                        self.node_id,
+                        "CAN bus (%s) is back (attempt %d)",
                         self._where,
                         attempts,
                     )
@@ -491,8 +488,7 @@ class CanSource(Node[CanSourceConfig]):
                 self.ctx.set_status("error", f"CAN bus failed: {cause}")
                 self.counters.bump("bus_errors")
                 self.log.error(
-                    "can_source '%s': CAN bus (%s) failed: %s: %s -- reconnecting in %.3g s",
-                    self.node_id,
+                    "CAN bus (%s) failed: %s: %s -- reconnecting in %.3g s",
                     self._where,
                     type(cause).__name__,
                     cause,
@@ -502,7 +498,7 @@ class CanSource(Node[CanSourceConfig]):
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not vanish silently
-            self.log.exception("can_source '%s': reader supervisor crashed", self.node_id)
+            self.log.exception("reader supervisor crashed")
         finally:
             self._mark_first_attempt()
 
@@ -580,9 +576,7 @@ class CanSource(Node[CanSourceConfig]):
                 daemon=True,
             )
             session.thread.start()
-        self.log.info(
-            "can_source '%s': reading CAN bus (%s) via %s", self.node_id, self._where, how
-        )
+        self.log.info("reading CAN bus (%s) via %s", self._where, how)
         if self.config.interface == "virtual" and self.config.idle_warning > 0:
             session.idle_timer = loop.call_later(self.config.idle_warning, self._warn_idle, session)
         return session
@@ -593,10 +587,9 @@ class CanSource(Node[CanSourceConfig]):
         if session.delivered or session.closed or self._closed:
             return
         self.log.warning(
-            "can_source '%s': no frames on virtual bus '%s' after %g s: the virtual interface "
+            "no frames on virtual bus '%s' after %g s: the virtual interface "
             "only reaches this process; use --interface udp_multicast (interface: "
             "udp_multicast) in both processes to reach another process",
-            self.node_id,
             self.config.channel,
             self.config.idle_warning,
         )
@@ -606,7 +599,7 @@ class CanSource(Node[CanSourceConfig]):
         try:
             reader = fd_reader(bus)
         except Exception as exc:
-            self.log.debug("can_source '%s': no batched reader: %s", self.node_id, exc)
+            self.log.debug("no batched reader: %s", exc)
             return None
         if reader is None:
             return None
@@ -616,8 +609,7 @@ class CanSource(Node[CanSourceConfig]):
                 got = reader.set_rcvbuf(want)
             except OSError as exc:
                 self.log.warning(
-                    "can_source '%s': cannot set rcvbuf=%d on %s: %s",
-                    self.node_id,
+                    "cannot set rcvbuf=%d on %s: %s",
                     want,
                     self._where,
                     exc,
@@ -625,18 +617,16 @@ class CanSource(Node[CanSourceConfig]):
             else:
                 if got < want:  # Linux reports twice what it grants
                     self.log.warning(
-                        "can_source '%s': rcvbuf %d bytes asked, the kernel granted %d "
+                        "rcvbuf %d bytes asked, the kernel granted %d "
                         "(capped by net.core.rmem_max; raise it with "
                         "'sysctl -w net.core.rmem_max=%d', see docs/performance.md)",
-                        self.node_id,
                         want,
                         got,
                         want,
                     )
         if not reader.rxq_ovfl:
             self.log.info(
-                "can_source '%s': the socket of %s cannot report drops (SO_RXQ_OVFL)%s",
-                self.node_id,
+                "the socket of %s cannot report drops (SO_RXQ_OVFL)%s",
                 self._where,
                 "; the kernel's socket table is read instead"
                 if reader.kind == "udp_multicast"
@@ -819,9 +809,7 @@ class CanSource(Node[CanSourceConfig]):
         self.counters.bump("bad_frames")
         self._bad_log(
             logging.WARNING,
-            "can_source '%s': skipped a datagram on %s that is not a CAN frame: %s: %s "
-            "(%d bytes: %s)",
-            self.node_id,
+            "skipped a datagram on %s that is not a CAN frame: %s: %s (%d bytes: %s)",
             self._where,
             type(exc).__name__,
             exc,
@@ -837,7 +825,7 @@ class CanSource(Node[CanSourceConfig]):
         try:
             reader.poll_drops()
         except Exception as exc:  # diagnostics must never stop the reader
-            self.log.debug("can_source '%s': drop poll failed: %s", self.node_id, exc)
+            self.log.debug("drop poll failed: %s", exc)
         if reader.kernel_drops != session.drops_seen:
             self._count_drops(session)
         if again and not session.stop.is_set():
@@ -857,10 +845,9 @@ class CanSource(Node[CanSourceConfig]):
         self.ctx.set_status("warning", f"the kernel dropped {total} frame(s): receive buffer full")
         self._drop_log(
             logging.WARNING,
-            "can_source '%s': the kernel dropped %d frame(s) on %s because the socket's "
+            "the kernel dropped %d frame(s) on %s because the socket's "
             "receive buffer (%d bytes) was full: the flow did not keep up (%d dropped in "
             "total) -- raise rcvbuf / net.core.rmem_max or lighten the flow",
-            self.node_id,
             new,
             self._where,
             reader.rcvbuf(),

@@ -238,7 +238,7 @@ class Debug(Node[DebugConfig]):
             line = f"{self.config.prefix} {line}"
         try:
             if self.config.stream == "log":
-                self.log.info("debug %s: %s", self.node_id, line)
+                self.log.info("%s", line)
                 return
             stream = sys.stdout if self.config.stream == "stdout" else sys.stderr
             if self._reader_gone:
@@ -263,8 +263,7 @@ class Debug(Node[DebugConfig]):
             os.dup2(devnull, stream.fileno())  # no "Broken pipe" at exit either
             os.close(devnull)
         self.log.info(
-            "debug '%s': the reader of %s closed it (e.g. | head); not printing any more",
-            self.node_id,
+            "the reader of %s closed it (e.g. | head); not printing any more",
             self.config.stream,
         )
 

@@ -17,7 +17,7 @@ The I/O is a thin adapter: an object with the :class:`Transport` methods (``read
 ``kick``). :mod:`les02_flow.wscompat` has the WebSocket one; the ECUconnect sink's
 ``asyncio.Protocol`` is the TCP one. Use it like this (on the event-loop thread)::
 
-    core = Broadcaster("web_console 'ui'", ctx.counters, ctx.logger, limit=1000,
+    core = Broadcaster(node.counters, node.log, limit=1000,   # node.log adds "TYPE 'ID': "
                        policy="drop_oldest", max_clients=16)
     client = core.admit(transport, peer="127.0.0.1:50312")   # None: refused (max_clients)
     core.publish(data, topic="ride_end")                      # queue for who wants it
@@ -34,7 +34,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
-from .node import Context, Counters, Logger, RateLimitedLog
+from .node import Counters, Logger, Node, RateLimitedLog
 
 __all__ = [
     "Broadcaster",
@@ -220,14 +220,14 @@ class Client(Generic[T]):
 class Broadcaster(Generic[T]):
     """The client set of one sink: admission, publish, flush, counters and log lines.
 
-    ``label`` prefixes every log line (``"ws_sink 'ws'"``); ``counters`` are the node's;
+    ``counters`` and ``log`` are the node's (its :attr:`Node.log` adds the ``TYPE 'ID': ``
+    prefix to every line);
     ``limit``/``policy``/``unit``/``slack`` configure every client's :class:`ClientQueue`;
     ``noun`` names what a message is in the disconnect line (``"message"``, ``"frame"``).
     """
 
     def __init__(
         self,
-        label: str,
         counters: Counters,
         log: Logger,
         *,
@@ -238,7 +238,6 @@ class Broadcaster(Generic[T]):
         slack: int | None = 0,
         noun: str = "message",
     ) -> None:
-        self.label = label
         self.counters = counters
         self.log = log
         self.limit = limit
@@ -251,17 +250,15 @@ class Broadcaster(Generic[T]):
         self._refusal_log = RateLimitedLog(log)
 
     @classmethod
-    def for_node(
-        cls, type_name: str, node_id: str, ctx: Context, config: Any, **options: Any
-    ) -> Broadcaster[T]:
+    def for_node(cls, node: Node[Any], **options: Any) -> Broadcaster[T]:
         """The core of a node whose config has ``buffer``, ``policy`` and ``max_clients``
         (:func:`server_fields`); ``options`` are ``unit``, ``slack``, ``noun`` and ``policy``
         (for a config without one)."""
+        config = node.config
         options.setdefault("policy", getattr(config, "policy", "drop_oldest"))
         return cls(
-            f"{type_name} '{node_id}'",
-            ctx.counters,
-            ctx.logger,
+            node.counters,
+            node.log,
             limit=config.buffer,
             max_clients=config.max_clients,
             **options,
@@ -287,8 +284,7 @@ class Broadcaster(Generic[T]):
             self.counters.bump("clients_refused")
             self._refusal_log(
                 logging.WARNING,
-                "%s: refused client %s: already %d clients (max_clients)",
-                self.label,
+                "refused client %s: already %d clients (max_clients)",
                 peer,
                 len(self._clients),
             )
@@ -298,8 +294,7 @@ class Broadcaster(Generic[T]):
         self._clients[client] = None
         self.counters.bump("clients_connected")
         self.log.info(
-            "%s: client %s connected%s. Total clients: %d",
-            self.label,
+            "client %s connected%s. Total clients: %d",
             peer,
             f" ({detail})" if detail else "",
             len(self._clients),
@@ -316,8 +311,7 @@ class Broadcaster(Generic[T]):
         self.counters.bump("clients_disconnected")
         queue = client.queue
         self.log.info(
-            "%s: client %s disconnected (%s): %d %s(s) sent, %d dropped. Total clients: %d",
-            self.label,
+            "client %s disconnected (%s): %d %s(s) sent, %d dropped. Total clients: %d",
             client.peer,
             client.kicked or why,
             queue.sent,

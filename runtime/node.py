@@ -34,6 +34,9 @@ Calling rules (the runtime keeps them; nodes may rely on them):
 6. Per-message exceptions never end a stream: use :meth:`Node.each` (and :meth:`Node.split`),
    which count, log (rate-limited) and skip the message. The runtime's input guard does the same
    for exceptions that escape synchronously from a node's chain.
+7. Log through ``self.log``: it adds ``TYPE 'ID': `` to every message (a
+   :class:`NodeLogAdapter`, :meth:`Context.node_log`), so a message is written without it;
+   ``self.log.prefix`` is the same text for exception messages (``NodeStartError``).
 """
 
 from __future__ import annotations
@@ -252,7 +255,7 @@ class Context:
         >>> Context("sim", logging.getLogger("doc")).node_log("les02_sim").process("up", {})
         ("les02_sim 'sim': up", {})
         """
-        return NodeLogAdapter(self.logger, f"{type_name} '{self.node_id}'")
+        return NodeLogAdapter(self.logger, f"{type_name or 'node'} '{self.node_id}'")
 
     def set_status(self, state: StatusState, text: str = "") -> None:
         """Set this node's status (cheap: call it on changes, not per message)."""
@@ -286,10 +289,11 @@ class Node(Generic[ConfigT]):
         self.node_id = node_id
         self.config = config
         self.ctx = ctx
-        #: the node's logger; ``ctx.node_log(self.type_name)`` gives one that adds the prefix
-        self.log: Logger = ctx.logger
+        #: the node's logger: every message starts with ``TYPE 'ID': `` (:meth:`Context.node_log`);
+        #: log through it (or a :class:`RateLimitedLog` of it), never format the prefix by hand
+        self.log: NodeLogAdapter = ctx.node_log(self.type_name)
         self.counters = ctx.counters
-        self._error_log = RateLimitedLog(ctx.logger)
+        self._error_log = RateLimitedLog(self.log)
 
     # -- declaration helpers ---------------------------------------------------------------
 
@@ -362,8 +366,7 @@ class Node(Generic[ConfigT]):
         self.counters.errors += 1
         self._error_log(
             logging.WARNING,
-            "node '%s': %s on %s: %s -- message skipped",
-            self.node_id,
+            "%s on %s: %s -- message skipped",
             type(exc).__name__,
             _short(message),
             exc,

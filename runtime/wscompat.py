@@ -224,9 +224,7 @@ class WsPeer:
                 writer.cancel()
             await asyncio.wait([writer])
             if not writer.cancelled() and writer.exception() is not None:
-                core.log.error(
-                    "%s: writer for %s failed", core.label, client.peer, exc_info=writer.exception()
-                )
+                core.log.error("writer for %s failed", client.peer, exc_info=writer.exception())
 
     async def _write(self, core: Broadcaster[WsPeer], client: Client[WsPeer]) -> None:
         ws, queue, wake = self.ws, client.queue, self.wake

@@ -295,11 +295,11 @@ class DbcDecode(Node[DbcDecodeConfig]):
             source=config.source,
             allow_excess=config.allow_excess,
         )
-        self._invalid_logs = {reason: RateLimitedLog(ctx.logger) for reason in REASONS}
+        self._invalid_logs = {reason: RateLimitedLog(self.log) for reason in REASONS}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (dbc_decode) needs an input of CAN frames")
+            raise ValueError(f"{self.log.prefix} needs an input of CAN frames")
         decode = self.decoder.decode
         counters = self.counters
 
@@ -315,8 +315,7 @@ class DbcDecode(Node[DbcDecodeConfig]):
                 if self.config.log_invalid:
                     self._invalid_logs[reason](
                         logging.WARNING,
-                        "node '%s': invalid frame (%s): %s",
-                        self.node_id,
+                        "invalid frame (%s): %s",
                         reason,
                         event["payload"]["detail"],
                     )

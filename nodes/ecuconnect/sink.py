@@ -423,7 +423,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self._server: asyncio.Server | None = None
         #: the connected clients, their queues and counters (les02_flow.broadcast)
         self.clients: Broadcaster[_Client] = Broadcaster.for_node(
-            self.type_name, node_id, ctx, config, unit="bytes", slack=None, noun="frame"
+            self, unit="bytes", slack=None, noun="frame"
         )
         self._packets: list[bytes] = []
         self._flusher: FlushScheduler | None = None
@@ -432,7 +432,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         self._stopping = False
         self._stopped = False
         self._allow = parse_networks(config.allow)
-        self._deny_log = RateLimitedLog(ctx.logger)
+        self._deny_log = RateLimitedLog(self.log)
         #: set when the zeroconf registration attempt ended (registered or failed)
         self.zeroconf_done: asyncio.Event | None = None
 
@@ -467,8 +467,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         bound = sock.getsockname()
         self.port = int(bound[1])
         self.log.info(
-            "ecuconnect_tcp_sink '%s': ECUconnect Logger listening on %s",
-            self.node_id,
+            "ECUconnect Logger listening on %s",
             format_peer(bound),
         )
         self.zeroconf_done = asyncio.Event()
@@ -495,8 +494,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
             registered = await self._advertiser.register(name, self.port, txt, addresses)
             self.service_name = registered
             self.log.info(
-                "ecuconnect_tcp_sink '%s': zeroconf: advertising '%s' (%s) at %s port %d, TXT %s",
-                self.node_id,
+                "zeroconf: advertising '%s' (%s) at %s port %d, TXT %s",
                 registered,
                 SERVICE_TYPE,
                 ", ".join(addresses),
@@ -508,9 +506,8 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         except Exception as exc:
             self.counters.bump("zeroconf_errors")
             self.log.error(
-                "ecuconnect_tcp_sink '%s': zeroconf registration failed, the logger is NOT "
+                "zeroconf registration failed, the logger is NOT "
                 "advertised (TCP server on port %s keeps running): %s: %s",
-                self.node_id,
                 self.port,
                 type(exc).__name__,
                 exc,
@@ -527,7 +524,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
         try:
             await self._shutdown()
         except Exception:  # stop() never raises
-            self.log.exception("ecuconnect_tcp_sink '%s': error while stopping", self.node_id)
+            self.log.exception("error while stopping")
 
     async def _shutdown(self) -> None:
         if self._server is not None:
@@ -541,8 +538,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
                 await asyncio.wait_for(self._advertiser.close(), ZEROCONF_STOP_TIMEOUT)
             if self.service_name:
                 self.log.info(
-                    "ecuconnect_tcp_sink '%s': zeroconf: '%s' unregistered",
-                    self.node_id,
+                    "zeroconf: '%s' unregistered",
                     self.service_name,
                 )
         self._flush()
@@ -557,9 +553,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
             _, pending = await asyncio.wait(waits, timeout=FLUSH_TIMEOUT)
             if pending:
                 self.log.warning(
-                    "ecuconnect_tcp_sink '%s': %d client(s) did not take their data within "
-                    "%.0f s, aborting them",
-                    self.node_id,
+                    "%d client(s) did not take their data within %.0f s, aborting them",
                     len(pending),
                     FLUSH_TIMEOUT,
                 )
@@ -624,8 +618,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
             self.counters.bump("clients_denied")
             self._deny_log(
                 logging.WARNING,
-                "ecuconnect_tcp_sink '%s': refused client %s: not in the allow list",
-                self.node_id,
+                "refused client %s: not in the allow list",
                 proto.peer,
             )
             transport.abort()

@@ -170,7 +170,7 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
             if writer is not None:
                 writer.transport.abort()
         except Exception as exc:
-            self.log.warning("ecuconnect_source '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
         finally:
             with contextlib.suppress(Exception):
                 self._subject.on_completed()
@@ -192,8 +192,7 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
             addr = _pick_address(info.addresses)
             if addr is not None:
                 self.log.info(
-                    "ecuconnect_source '%s': discovered '%s' at %s port %d",
-                    self.node_id,
+                    "discovered '%s' at %s port %d",
                     info.name,
                     addr,
                     info.port,
@@ -217,8 +216,7 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
                 reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
                 level = self.log.debug if failing else self.log.warning
                 level(
-                    "ecuconnect_source '%s': cannot connect to %s: %s (retrying with backoff)",
-                    self.node_id,
+                    "cannot connect to %s: %s (retrying with backoff)",
                     self.bus_info["channel"],
                     reason,
                 )
@@ -234,8 +232,7 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
             self.counters.bump("connects")
             self.connected_to = f"{host}:{port}"
             self.log.info(
-                "ecuconnect_source '%s': connected to %s (%s)%s",
-                self.node_id,
+                "connected to %s (%s)%s",
                 self.connected_to,
                 label,
                 " -- back after a failure" if failing else "",
@@ -247,8 +244,7 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
             self._writer = None
             writer.transport.abort()
             self.log.warning(
-                "ecuconnect_source '%s': connection to %s:%d ended: %s (reconnecting)",
-                self.node_id,
+                "connection to %s:%d ended: %s (reconnecting)",
                 host,
                 port,
                 why,

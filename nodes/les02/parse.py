@@ -72,11 +72,11 @@ class Les02Parse(Node[Les02ParseConfig]):
         super().__init__(node_id, config, ctx)
         self.decoder = Les02Decoder(source=config.source, strict_ids=config.strict_ids)
         # one limiter per reason, so a flood of one kind does not hide another
-        self._invalid_logs = {reason: RateLimitedLog(ctx.logger) for reason in REASONS}
+        self._invalid_logs = {reason: RateLimitedLog(self.log) for reason in REASONS}
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (les02_parse) needs an input of CAN frames")
+            raise ValueError(f"{self.log.prefix} needs an input of CAN frames")
         decode = self.decoder.decode
 
         def route(msg: Any) -> tuple[str, Any]:
@@ -95,8 +95,7 @@ class Les02Parse(Node[Les02ParseConfig]):
         if self.config.log_invalid:
             self._invalid_logs[rej.reason](
                 logging.WARNING,
-                "node '%s': invalid frame (%s): %s -- not forwarded to 'out'",
-                self.node_id,
+                "invalid frame (%s): %s -- not forwarded to 'out'",
                 rej.reason,
                 rej.message,
             )

@@ -99,7 +99,6 @@ class Les02Sim(Node[Les02SimConfig]):
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._failure: BaseException | None = None
-        self.log = ctx.node_log(self.type_name)
         self._send_log = RateLimitedLog(self.log)
         self._runs = 0
 

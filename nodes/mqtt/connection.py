@@ -86,41 +86,39 @@ class MqttConnectionConfig(NodeConfig):
         return parse_url(self.url)
 
 
-def _password(cfg: MqttConnectionConfig, node_id: str) -> str | None:
+def _password(cfg: MqttConnectionConfig, who: str) -> str | None:
     if cfg.password_env is None:
         return None
     value = os.environ.get(cfg.password_env)
     if value is None:
         raise NodeStartError(
-            f"node '{node_id}': environment variable {cfg.password_env} (password_env) is not set"
+            f"{who}: environment variable {cfg.password_env} (password_env) is not set"
         )
     return value
 
 
-def _tls_context(cfg: MqttConnectionConfig, node_id: str) -> ssl.SSLContext | None:
+def _tls_context(cfg: MqttConnectionConfig, who: str) -> ssl.SSLContext | None:
     url = cfg.broker()
     if not url.tls:
         if cfg.ca_file or cfg.cert_file or cfg.key_file:
             raise NodeStartError(
-                f"node '{node_id}': ca_file/cert_file/key_file need an mqtts:// url "
-                f"(url is {cfg.url})"
+                f"{who}: ca_file/cert_file/key_file need an mqtts:// url (url is {cfg.url})"
             )
         return None
     if bool(cfg.cert_file) != bool(cfg.key_file):
-        raise NodeStartError(f"node '{node_id}': cert_file and key_file go together")
+        raise NodeStartError(f"{who}: cert_file and key_file go together")
     try:
         ctx = ssl.create_default_context(cafile=cfg.ca_file)
         if cfg.cert_file and cfg.key_file:
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise NodeStartError(f"node '{node_id}': TLS setup failed: {exc}") from exc
+        raise NodeStartError(f"{who}: TLS setup failed: {exc}") from exc
     return ctx
 
 
-def client_kwargs(
-    cfg: MqttConnectionConfig, node_id: str, client_id: str, v5: bool
-) -> dict[str, Any]:
-    """Arguments for ``aiomqtt.Client`` (raises :class:`NodeStartError` for bad settings)."""
+def client_kwargs(cfg: MqttConnectionConfig, who: str, client_id: str, v5: bool) -> dict[str, Any]:
+    """Arguments for ``aiomqtt.Client`` (raises :class:`NodeStartError` for bad settings,
+    starting with ``who``: the node's log prefix, ``TYPE 'ID'``)."""
     url = cfg.broker()
     kw: dict[str, Any] = {
         "hostname": url.host,
@@ -129,11 +127,11 @@ def client_kwargs(
         "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         "keepalive": cfg.keepalive,
         "timeout": cfg.timeout,
-        "tls_context": _tls_context(cfg, node_id),
+        "tls_context": _tls_context(cfg, who),
     }
     if cfg.username:  # empty (e.g. an unset ${VAR:-}) = anonymous
         kw["username"] = cfg.username
-        kw["password"] = _password(cfg, node_id)
+        kw["password"] = _password(cfg, who)
     return kw
 
 

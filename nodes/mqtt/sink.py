@@ -219,8 +219,8 @@ class MqttSink(Node[MqttSinkConfig]):
         self._flush_busy = False
         self._client_id = cfg.client_id or f"les02-{cfg.site}-{cfg.source}"
         self._v5 = cfg.protocol != "3.1.1"
-        self._fail_log = RateLimitedLog(ctx.logger, 30.0)
-        self._drop_log = RateLimitedLog(ctx.logger, 10.0)
+        self._fail_log = RateLimitedLog(self.log, 30.0)
+        self._drop_log = RateLimitedLog(self.log, 10.0)
 
     # -- loop side: never waits -----------------------------------------------------------------
 
@@ -279,9 +279,7 @@ class MqttSink(Node[MqttSinkConfig]):
         self.counters.bump("spool_dropped", n)
         self._drop_log(
             logging.ERROR,
-            "node '%s': spool limit reached (max %d bytes, %.0f s): %d oldest QoS 1 "
-            "message(s) dropped",
-            self.node_id,
+            "spool limit reached (max %d bytes, %.0f s): %d oldest QoS 1 message(s) dropped",
             self.config.spool_max_bytes,
             self.config.spool_max_age,
             n,
@@ -339,7 +337,7 @@ class MqttSink(Node[MqttSinkConfig]):
             return
         cfg = self.config
         # settings errors (missing password variable, TLS files) fail the start
-        client_kwargs(cfg, self.node_id, self._client_id, self._v5)
+        client_kwargs(cfg, self.log.prefix, self._client_id, self._v5)
         try:
             self._spool = await asyncio.to_thread(
                 Spool,
@@ -349,15 +347,13 @@ class MqttSink(Node[MqttSinkConfig]):
                 fsync=cfg.fsync,
             )
         except SpoolError as exc:
-            raise NodeStartError(f"node '{self.node_id}': {exc}") from exc
+            raise NodeStartError(f"{self.log.prefix}: {exc}") from exc
         spool = self._spool
         for note in spool.recovery_notes:
-            self.log.warning("mqtt_sink '%s': spool: %s", self.node_id, note)
+            self.log.warning("spool: %s", note)
         if spool.recovered:
             self.log.info(
-                "mqtt_sink '%s': spool %s holds %d unacknowledged message(s) from before; "
-                "sending them first",
-                self.node_id,
+                "spool %s holds %d unacknowledged message(s) from before; sending them first",
                 cfg.spool_dir,
                 spool.recovered,
             )
@@ -407,13 +403,12 @@ class MqttSink(Node[MqttSinkConfig]):
                 await asyncio.to_thread(spool.flush)
                 if spool.pending:
                     self.log.info(
-                        "mqtt_sink '%s': %d unacknowledged message(s) stay in the spool %s",
-                        self.node_id,
+                        "%d unacknowledged message(s) stay in the spool %s",
                         spool.pending,
                         self.config.spool_dir,
                     )
         except Exception as exc:
-            self.log.warning("mqtt_sink '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
 
     # -- periodic work ----------------------------------------------------------------------------
 
@@ -446,8 +441,7 @@ class MqttSink(Node[MqttSinkConfig]):
                 self.counters.errors += 1
                 self._error_log(
                     logging.ERROR,
-                    "node '%s': cannot write the spool %s: %s (kept in memory, retrying)",
-                    self.node_id,
+                    "cannot write the spool %s: %s (kept in memory, retrying)",
                     self.config.spool_dir,
                     exc,
                 )
@@ -462,7 +456,7 @@ class MqttSink(Node[MqttSinkConfig]):
         backoff = Backoff(cfg.backoff_min, cfg.backoff_max)
         while not self._stopping:
             try:
-                kw = client_kwargs(cfg, self.node_id, self._client_id, self._v5)
+                kw = client_kwargs(cfg, self.log.prefix, self._client_id, self._v5)
                 kw["will"] = aiomqtt.Will(self._status_topic, b"offline", qos=1, retain=True)
                 kw["max_inflight_messages"] = cfg.max_inflight
                 kw["logger"] = logging.getLogger("les02_flow.mqtt.paho")
@@ -473,8 +467,7 @@ class MqttSink(Node[MqttSinkConfig]):
                     self._conn_error = None
                     self.counters.bump("connects")
                     self.log.info(
-                        "mqtt_sink '%s': connected to %s as %s (MQTT %s)",
-                        self.node_id,
+                        "connected to %s as %s (MQTT %s)",
                         cfg.broker(),
                         self._client_id,
                         "5" if self._v5 else "3.1.1",
@@ -496,9 +489,7 @@ class MqttSink(Node[MqttSinkConfig]):
                 return
             except Exception as exc:
                 if cfg.protocol == "auto" and self._v5 and is_refused(exc) == "protocol":
-                    self.log.info(
-                        "mqtt_sink '%s': broker refused MQTT 5, using 3.1.1", self.node_id
-                    )
+                    self.log.info("broker refused MQTT 5, using 3.1.1")
                     self._v5 = False
                     continue
                 self.counters.bump("connect_failures")
@@ -509,18 +500,15 @@ class MqttSink(Node[MqttSinkConfig]):
                 )
                 if self._connected:
                     self.log.warning(
-                        "mqtt_sink '%s': lost the connection: %s; reconnecting (%d QoS 1 "
-                        "message(s) kept)",
-                        self.node_id,
+                        "lost the connection: %s; reconnecting (%d QoS 1 message(s) kept)",
                         describe_error(exc, cfg),
                         self._spool.pending if self._spool else 0,
                     )
                 else:
                     self._fail_log(
                         logging.ERROR,
-                        "mqtt_sink '%s': cannot connect: %s; retrying with backoff up to "
+                        "cannot connect: %s; retrying with backoff up to "
                         "%.0f s, messages are kept in the spool",
-                        self.node_id,
                         describe_error(exc, cfg),
                         cfg.backoff_max,
                     )

@@ -170,8 +170,8 @@ class MqttSource(Node[MqttSourceConfig]):
         self._stopped = False
         self._client_id = config.client_id or f"les02-central-{node_id}"
         self._v5 = config.protocol != "3.1.1"
-        self._fail_log = RateLimitedLog(ctx.logger, 30.0)
-        self._bad_log = RateLimitedLog(ctx.logger, 5.0)
+        self._fail_log = RateLimitedLog(self.log, 30.0)
+        self._bad_log = RateLimitedLog(self.log, 5.0)
         #: True while connected and subscribed
         self.subscribed = False
 
@@ -181,7 +181,7 @@ class MqttSource(Node[MqttSourceConfig]):
     async def start(self) -> None:
         """Check the settings and start connecting in the background."""
         if self._task is None and not self._stopped:
-            client_kwargs(self.config, self.node_id, self._client_id, self._v5)
+            client_kwargs(self.config, self.log.prefix, self._client_id, self._v5)
             self._task = self.ctx.get_loop().create_task(
                 self._run(), name=f"mqtt_source {self.node_id}"
             )
@@ -197,7 +197,7 @@ class MqttSource(Node[MqttSourceConfig]):
                 task.cancel()
                 await asyncio.wait({task}, timeout=STOP_TIMEOUT)
         except Exception as exc:
-            self.log.warning("mqtt_source '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
         finally:
             with contextlib.suppress(Exception):
                 self._events.on_completed()
@@ -216,8 +216,7 @@ class MqttSource(Node[MqttSourceConfig]):
             self.counters.bump("bad_messages")
             self._bad_log(
                 logging.WARNING,
-                "node '%s': message on %s not decoded: %s -- skipped",
-                self.node_id,
+                "message on %s not decoded: %s -- skipped",
                 topic,
                 exc,
             )
@@ -265,7 +264,7 @@ class MqttSource(Node[MqttSourceConfig]):
         backoff = Backoff(cfg.backoff_min, cfg.backoff_max)
         while not self._stopped:
             try:
-                kw = client_kwargs(cfg, self.node_id, self._client_id, self._v5)
+                kw = client_kwargs(cfg, self.log.prefix, self._client_id, self._v5)
                 kw["logger"] = logging.getLogger("les02_flow.mqtt.paho")
                 persistent = cfg.session_expiry > 0
                 if self._v5:
@@ -287,8 +286,7 @@ class MqttSource(Node[MqttSourceConfig]):
                     self.subscribed = True
                     self.ctx.set_status("ok", f"subscribed at {cfg.broker()}")
                     self.log.info(
-                        "mqtt_source '%s': connected to %s as %s (MQTT %s), subscribed to %s",
-                        self.node_id,
+                        "connected to %s as %s (MQTT %s), subscribed to %s",
                         cfg.broker(),
                         self._client_id,
                         "5" if self._v5 else "3.1.1",
@@ -300,9 +298,7 @@ class MqttSource(Node[MqttSourceConfig]):
                 raise
             except Exception as exc:
                 if cfg.protocol == "auto" and self._v5 and is_refused(exc) == "protocol":
-                    self.log.info(
-                        "mqtt_source '%s': broker refused MQTT 5, using 3.1.1", self.node_id
-                    )
+                    self.log.info("broker refused MQTT 5, using 3.1.1")
                     self._v5 = False
                     continue
                 self.counters.bump("connect_failures")
@@ -311,15 +307,13 @@ class MqttSource(Node[MqttSourceConfig]):
                 )
                 if self.subscribed:
                     self.log.warning(
-                        "mqtt_source '%s': lost the connection: %s; reconnecting",
-                        self.node_id,
+                        "lost the connection: %s; reconnecting",
                         describe_error(exc, cfg),
                     )
                 else:
                     self._fail_log(
                         logging.ERROR,
-                        "mqtt_source '%s': cannot connect: %s; retrying with backoff up to %.0f s",
-                        self.node_id,
+                        "cannot connect: %s; retrying with backoff up to %.0f s",
                         describe_error(exc, cfg),
                         cfg.backoff_max,
                     )

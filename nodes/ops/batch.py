@@ -156,7 +156,7 @@ class Batch(Node[BatchConfig]):
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (batch) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         c = self.config
         batcher = Batcher(c.count, c.interval, c.source)
         self.batcher = batcher
@@ -175,4 +175,4 @@ class Batch(Node[BatchConfig]):
         """Send the open batch on (reason ``end``): downstream sinks stop after this node."""
         held: HeldStream | None = getattr(self, "held", None)
         if held is not None:
-            held.flush_at_stop(self.log, self.node_id, "the batch")
+            held.flush_at_stop(self.log, "the batch")

@@ -288,7 +288,7 @@ class Change(Node[ChangeConfig]):
 
     def build(self, source: Any) -> Mapping[str, Any]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (change) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         apply = compile_rules(self.config.rules)
         counters = self.counters
 

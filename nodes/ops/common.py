@@ -4,13 +4,13 @@ operators that hold messages (throttle, batch)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from reactivex import Observable, abc
 
 from les02_flow.conditions import FieldPath
+from les02_flow.node import Logger
 
 __all__ = ["HeldStream", "QuietFlush", "key_function", "message_time", "validate_paths"]
 
@@ -177,10 +177,9 @@ class HeldStream:
 
         return Observable(subscribe)
 
-    def flush_at_stop(
-        self, log: logging.Logger | logging.LoggerAdapter[Any], node_id: str, what: str
-    ) -> None:
-        """Send what is held when the flow stops (never raises; ``what`` names it in the log)."""
+    def flush_at_stop(self, log: Logger, what: str) -> None:
+        """Send what is held when the flow stops (never raises; ``what`` names it in the
+        node's prefixed ``log``)."""
         if self._quiet is not None:
             self._quiet.cancel()
         if self._emit is None:
@@ -188,4 +187,4 @@ class HeldStream:
         try:
             self._flush_end(self._emit)
         except Exception as exc:  # never raise from stop
-            log.warning("node '%s': flushing %s failed: %s", node_id, what, exc)
+            log.warning("flushing %s failed: %s", what, exc)

@@ -148,7 +148,7 @@ class DeadbandNode(Node[DeadbandConfig]):
 
     def build(self, source: Any) -> Mapping[str, Any]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (deadband) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         c = self.config
         state = Deadband(
             FieldPath(c.field).get,

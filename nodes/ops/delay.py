@@ -56,7 +56,7 @@ class Delay(Node[DelayConfig]):
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (delay) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         self._pending: deque[tuple[float, Any]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._observer: abc.ObserverBase[Any] | None = None
@@ -133,6 +133,6 @@ class Delay(Node[DelayConfig]):
             try:
                 observer.on_next(pending.popleft()[1])
             except Exception as exc:  # never raise from stop
-                self.log.warning("node '%s': flushing a held message failed: %s", self.node_id, exc)
+                self.log.warning("flushing a held message failed: %s", exc)
         if self._input_done:
             observer.on_completed()

@@ -230,7 +230,7 @@ class Filter(Node[FilterConfig]):
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (filter) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         match = frame_predicate(self.config)
         invert = self.config.invert
         report = self.report_error

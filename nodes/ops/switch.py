@@ -141,7 +141,7 @@ class Switch(Node[SwitchConfig]):
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (switch) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         route = router(self.config)
         report = self.report_error
 

@@ -208,7 +208,7 @@ class Throttle(Node[ThrottleConfig]):
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (throttle) needs an input")
+            raise ValueError(f"{self.log.prefix} needs an input")
         c = self.config
         throttler = Throttler(c.interval, c.mode, key_function(c.key))
         self.throttler = throttler
@@ -236,4 +236,4 @@ class Throttle(Node[ThrottleConfig]):
         """Send the held messages (latest mode) on: downstream sinks stop after this node."""
         held: HeldStream | None = getattr(self, "held", None)
         if held is not None:
-            held.flush_at_stop(self.log, self.node_id, "held messages")
+            held.flush_at_stop(self.log, "held messages")

@@ -143,9 +143,9 @@ class FileRecorder(Node[FileRecorderConfig]):
         self._accepting = False
         self._stopped = False
         self.accepted = 0  #: messages handed to the writer thread
-        self._drop_log = RateLimitedLog(ctx.logger)
-        self._kind_log = RateLimitedLog(ctx.logger)
-        self._write_log = RateLimitedLog(ctx.logger)
+        self._drop_log = RateLimitedLog(self.log)
+        self._kind_log = RateLimitedLog(self.log)
+        self._write_log = RateLimitedLog(self.log)
         self._discarded_seen = 0
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
@@ -169,11 +169,11 @@ class FileRecorder(Node[FileRecorderConfig]):
             where = exc.filename or cfg.path
             reason = exc.strerror or str(exc)
             raise NodeStartError(
-                f"file_recorder '{self.node_id}': cannot create recording '{where}': {reason}"
+                f"{self.log.prefix}: cannot create recording '{where}': {reason}"
             ) from exc
         except Exception as exc:
             raise NodeStartError(
-                f"file_recorder '{self.node_id}': cannot create recording from '{cfg.path}': "
+                f"{self.log.prefix}: cannot create recording from '{cfg.path}': "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         thread = WriterThread(
@@ -185,7 +185,7 @@ class FileRecorder(Node[FileRecorderConfig]):
         self._tick = asyncio.get_running_loop().create_task(
             self._ticker(), name=f"file_recorder {self.node_id} flush"
         )
-        self.log.info("file_recorder '%s': recording %ss to %s", self.node_id, files.fmt.kind, path)
+        self.log.info("recording %ss to %s", files.fmt.kind, path)
 
     async def _ticker(self) -> None:
         while True:
@@ -203,9 +203,8 @@ class FileRecorder(Node[FileRecorderConfig]):
             self.counters.errors += 1
             self._kind_log(
                 logging.ERROR,
-                "file_recorder '%s': %s records %ss but received %s; wire %s here "
+                "%s records %ss but received %s; wire %s here "
                 "(use a .jsonl path for events, .log/.asc/.blf/... for frames) -- skipped",
-                self.node_id,
                 self.config.path,
                 "event" if self._events else "frame",
                 _describe(message),
@@ -234,8 +233,7 @@ class FileRecorder(Node[FileRecorderConfig]):
         self.counters.dropped += n
         self._drop_log(
             logging.WARNING,
-            "file_recorder '%s': writer cannot keep up (%d messages buffered): %d dropped",
-            self.node_id,
+            "writer cannot keep up (%d messages buffered): %d dropped",
             self.config.max_buffered,
             n,
         )
@@ -257,7 +255,7 @@ class FileRecorder(Node[FileRecorderConfig]):
         notices = stats.notices
         while notices:
             self.counters.errors += 1
-            self.log.error("file_recorder '%s': %s", self.node_id, notices.pop(0))
+            self.log.error("%s", notices.pop(0))
         failures = thread.failures
         if failures > extra.get("write_errors", 0):
             self.counters.errors += failures - extra.get("write_errors", 0)
@@ -265,9 +263,8 @@ class FileRecorder(Node[FileRecorderConfig]):
             error = thread.error
             self._write_log(
                 logging.ERROR,
-                "file_recorder '%s': writing %s failed: %s -- messages are dropped (counted) "
+                "writing %s failed: %s -- messages are dropped (counted) "
                 "and the recorder retries in a new file",
-                self.node_id,
                 (thread.stats.paths or [self.config.path])[-1],
                 error if error is not None else "error",
             )
@@ -278,8 +275,7 @@ class FileRecorder(Node[FileRecorderConfig]):
         if thread.recoveries > extra.get("recoveries", 0):
             extra["recoveries"] = thread.recoveries
             self.log.warning(
-                "file_recorder '%s': recording again, to %s (%d message(s) lost meanwhile)",
-                self.node_id,
+                "recording again, to %s (%d message(s) lost meanwhile)",
                 thread.files.current or self.config.path,
                 discarded,
             )
@@ -310,16 +306,12 @@ class FileRecorder(Node[FileRecorderConfig]):
             stats = thread.stats
             if not done:
                 self.log.warning(
-                    "file_recorder '%s': still writing %d accepted messages; the process "
-                    "exits when they are on disk",
-                    self.node_id,
+                    "still writing %d accepted messages; the process exits when they are on disk",
                     self.accepted - stats.frames,
                 )
                 return
             self.log.info(
-                "file_recorder '%s': stopped: %d accepted, %d written, %d dropped, "
-                "%d file(s), %d bytes: %s",
-                self.node_id,
+                "stopped: %d accepted, %d written, %d dropped, %d file(s), %d bytes: %s",
                 self.accepted,
                 stats.frames,
                 self.counters.dropped,
@@ -328,7 +320,7 @@ class FileRecorder(Node[FileRecorderConfig]):
                 ", ".join(stats.paths),
             )
         except Exception as exc:  # never raise from stop
-            self.log.error("file_recorder '%s': error while stopping: %s", self.node_id, exc)
+            self.log.error("error while stopping: %s", exc)
 
 
 def _describe(message: Any) -> str:

@@ -260,9 +260,9 @@ class ReplaySource(Node[ReplaySourceConfig]):
         self._progress_task: asyncio.Task[None] | None = None
         self._completed = False
         self._stopped = False
-        self._problem_log = RateLimitedLog(ctx.logger)
-        self._order_log = RateLimitedLog(ctx.logger)
-        self._wait_log = RateLimitedLog(ctx.logger)
+        self._problem_log = RateLimitedLog(self.log)
+        self._order_log = RateLimitedLog(self.log)
+        self._wait_log = RateLimitedLog(self.log)
         self._problems = 0
         #: progress: items emitted, current pass, share of the current pass read
         self.items = 0
@@ -285,12 +285,11 @@ class ReplaySource(Node[ReplaySourceConfig]):
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise NodeStartError(
-                f"replay_source '{self.node_id}': cannot read recording '{path}': {reason}"
+                f"{self.log.prefix}: cannot read recording '{path}': {reason}"
             ) from exc
         except Exception as exc:
             raise NodeStartError(
-                f"replay_source '{self.node_id}': cannot read recording '{path}': "
-                f"{type(exc).__name__}: {exc}"
+                f"{self.log.prefix}: cannot read recording '{path}': {type(exc).__name__}: {exc}"
             ) from exc
         loop = asyncio.get_running_loop()
         self._t_start = loop.time()
@@ -303,8 +302,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
             self._progress_task = loop.create_task(self._report_progress())
         cfg = self.config
         self.log.info(
-            "replay_source '%s': replaying %s (speed %s, loop %s)",
-            self.node_id,
+            "replaying %s (speed %s, loop %s)",
             path,
             cfg.speed,
             cfg.loop,
@@ -328,7 +326,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
                     self._slots.release()  # wake a reader waiting for a slot
                 await asyncio.to_thread(thread.join, _STOP_TIMEOUT)
         except Exception as exc:
-            self.log.warning("replay_source '%s': error while stopping: %s", self.node_id, exc)
+            self.log.warning("error while stopping: %s", exc)
         finally:
             self._complete()
 
@@ -400,8 +398,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
                 if isinstance(batch, BaseException):
                     self.counters.errors += 1
                     self.log.error(
-                        "replay_source '%s': reading %s failed: %s: %s",
-                        self.node_id,
+                        "reading %s failed: %s: %s",
                         cfg.path,
                         type(batch).__name__,
                         batch,
@@ -424,9 +421,8 @@ class ReplaySource(Node[ReplaySourceConfig]):
                             if delay > LONG_WAIT:
                                 self._wait_log(
                                     logging.WARNING,
-                                    "replay_source '%s': the recording is silent here: waiting "
+                                    "the recording is silent here: waiting "
                                     "%.1f s for the next item (set max_gap to shorten gaps)",
-                                    self.node_id,
                                     delay,
                                 )
                             await asyncio.sleep(delay)
@@ -459,8 +455,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
         finally:
             if self._problems > _PROBLEMS_LOGGED:
                 self.log.warning(
-                    "replay_source '%s': %d corrupt lines/records skipped in %s",
-                    self.node_id,
+                    "%d corrupt lines/records skipped in %s",
                     self._problems,
                     cfg.path,
                 )
@@ -472,10 +467,9 @@ class ReplaySource(Node[ReplaySourceConfig]):
             self.counters.bump("out_of_order", batch.out_of_order)
             self._order_log(
                 logging.WARNING,
-                "replay_source '%s': %s: %d item(s) stamped earlier than the item before them "
+                "%s: %d item(s) stamped earlier than the item before them "
                 "(time steps back by up to %.6g s): replayed in file order, right after their "
                 "predecessor (counted in out_of_order)",
-                self.node_id,
                 self.config.path,
                 batch.out_of_order,
                 batch.largest_step,
@@ -484,9 +478,8 @@ class ReplaySource(Node[ReplaySourceConfig]):
             self.counters.bump("gaps_capped", batch.gaps_capped)
             self._order_log(
                 logging.WARNING,
-                "replay_source '%s': %s: %d silence(s) of up to %.6g s shortened to max_gap "
+                "%s: %d silence(s) of up to %.6g s shortened to max_gap "
                 "%g s (counted in gaps_capped)",
-                self.node_id,
                 self.config.path,
                 batch.gaps_capped,
                 batch.largest_gap,
@@ -498,9 +491,9 @@ class ReplaySource(Node[ReplaySourceConfig]):
         self.counters.errors += 1
         self.counters.bump("corrupt")
         if self._problems <= _PROBLEMS_LOGGED:
-            self.log.warning("replay_source '%s': %s", self.node_id, problem)
+            self.log.warning("%s", problem)
         else:
-            self._problem_log(logging.WARNING, "replay_source '%s': %s", self.node_id, problem)
+            self._problem_log(logging.WARNING, "%s", problem)
 
     def _complete(self) -> None:
         if self._completed:
@@ -513,7 +506,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
             try:
                 subject.on_completed()
             except Exception as exc:
-                self.log.error("replay_source '%s': completing failed: %s", self.node_id, exc)
+                self.log.error("completing failed: %s", exc)
 
     # -- progress -------------------------------------------------------------------------------
 
@@ -540,7 +533,7 @@ class ReplaySource(Node[ReplaySourceConfig]):
             sys.stderr.write(f"\r{line}" + ("\n" if final else ""))
             sys.stderr.flush()
         else:
-            self.log.info("replay_source '%s': %s", self.node_id, line)
+            self.log.info("%s", line)
 
 
 def _probe(path: str) -> None:

@@ -242,10 +242,9 @@ class RideDetect(Node[RideDetectConfig]):
         if name == "rate_mismatch":
             p = self.params
             self.log.warning(
-                "node '%s': position samples arrive much faster than rate_hz=%g per channel "
+                "position samples arrive much faster than rate_hz=%g per channel "
                 "(+%d%% at most); the timing model keeps %g Hz -- set rate_hz to the sender's "
                 "rate (a simulator at speed N sends N times faster)",
-                self.node_id,
                 p.rate_hz,
                 round(p.rate_tolerance * 100),
                 p.rate_hz,
@@ -254,13 +253,11 @@ class RideDetect(Node[RideDetectConfig]):
     def bad_input(self, message: Any, why: str) -> None:
         self.counters.errors += 1
         self.counters.bump("bad_input")
-        self._error_log(
-            logging.WARNING, "node '%s': %s: %r -- passed through", self.node_id, why, message
-        )
+        self._error_log(logging.WARNING, "%s: %r -- passed through", why, message)
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
         if source is None:
-            raise ValueError(f"node '{self.node_id}' (ride_detect) needs an input of events")
+            raise ValueError(f"{self.log.prefix} needs an input of events")
         upstream = source
 
         def subscribe(

@@ -506,8 +506,7 @@ class RideStore(Node[RideStoreConfig]):
             self.counters.bump("queue_full")
             self._error_log(
                 logging.ERROR,
-                "node '%s': writer queue full (%d rides): ride %s dropped",
-                self.node_id,
+                "writer queue full (%d rides): ride %s dropped",
                 self.config.queue_size,
                 ride_id,
             )
@@ -530,11 +529,10 @@ class RideStore(Node[RideStoreConfig]):
         try:
             await asyncio.to_thread(finish)
         except Exception as exc:
-            self.log.error("ride_store '%s': stopping the writer failed: %s", self.node_id, exc)
+            self.log.error("stopping the writer failed: %s", exc)
         if thread.is_alive():
             self.log.error(
-                "ride_store '%s': writer still busy after %.1f s; queued rides may be lost",
-                self.node_id,
+                "writer still busy after %.1f s; queued rides may be lost",
                 deadline,
             )
         await asyncio.sleep(0)  # run the writer's last counter callbacks
@@ -558,8 +556,7 @@ class RideStore(Node[RideStoreConfig]):
         self.counters.extra["retry_pending"] = pending
         self._error_log(
             logging.ERROR,
-            "node '%s': %s (%d ride(s) waiting to be retried)",
-            self.node_id,
+            "%s (%d ride(s) waiting to be retried)",
             what,
             pending,
         )
@@ -568,7 +565,7 @@ class RideStore(Node[RideStoreConfig]):
         """A ride is finally lost: malformed, retry queue overflow, or still failing at stop."""
         self.counters.errors += 1
         self.counters.dropped += 1
-        self._error_log(logging.ERROR, "node '%s': %s", self.node_id, what)
+        self._error_log(logging.ERROR, "%s", what)
 
     def _malformed(self, what: str) -> None:
         self.counters.bump("write_errors")
@@ -587,7 +584,7 @@ class RideStore(Node[RideStoreConfig]):
         self.counters.bump("db_recreated")
         if lost:
             self.counters.bump("rides_lost", lost)
-        self.log.error("ride_store '%s': %s", self.node_id, what)
+        self.log.error("%s", what)
 
     def _writer(self) -> None:
         """The writer thread: saves rides in order; a failed save is retried (bounded)."""
@@ -601,11 +598,9 @@ class RideStore(Node[RideStoreConfig]):
         stopping = False
         try:
             db = RideDB.open(path, cfg.busy_timeout)
-            self.log.info("ride_store '%s': writing rides to %s", self.node_id, path)
+            self.log.info("writing rides to %s", path)
         except StoreError as exc:
-            self._post(
-                self.log.error, "ride_store '%s': %s (will retry per ride)", self.node_id, exc
-            )
+            self._post(self.log.error, "%s (will retry per ride)", exc)
         while not stopping:
             now = time.monotonic()
             timeout = max(0.0, retry_at - now) if pending else IDLE_CHECK
@@ -697,8 +692,7 @@ class RideStore(Node[RideStoreConfig]):
                     self._post(
                         self._error_log,
                         logging.WARNING,
-                        "ride_store '%s': checkpointing %s-wal failed: %s (tried again later)",
-                        self.node_id,
+                        "checkpointing %s-wal failed: %s (tried again later)",
                         path,
                         exc,
                     )

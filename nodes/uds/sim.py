@@ -118,7 +118,6 @@ class UdsSim(Node[UdsSimConfig]):
         self._bus: can.BusABC | None = None
         self._task: asyncio.Task[None] | None = None
         self._completed = False
-        self.log = ctx.node_log(self.type_name)
         self._send_log = RateLimitedLog(self.log)
 
     @property

@@ -169,9 +169,7 @@ class WebConsole(Node[WebConsoleConfig]):
         self._last_rates: dict[str, dict[str, float]] = {}
         self._server: Server | None = None
         #: the browsers on the live stream (les02_flow.broadcast, drop_oldest)
-        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(
-            self.type_name, node_id, ctx, config, policy="drop_oldest"
-        )
+        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(self, policy="drop_oldest")
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._token: bytes | None = None
@@ -217,15 +215,14 @@ class WebConsole(Node[WebConsoleConfig]):
         if found is None and store in graph.get("disabled", []):
             self._reader = None
             self.log.warning(
-                "web_console '%s': store '%s' is disabled: the page shows live rides only",
-                self.node_id,
+                "store '%s' is disabled: the page shows live rides only",
                 store,
             )
             return
         if found is None or found[0] != "ride_store":
             what = "is not a node of this flow" if found is None else f"is a {found[0]}"
             raise NodeStartError(
-                f"web_console '{self.node_id}'{self._location()}: store '{store}' {what}; it "
+                f"{self.log.prefix}{self._location()}: store '{store}' {what}; it "
                 f"must name a ride_store node (this flow has: {', '.join(stores) or 'none'})"
             )
         self._reader = RideReader(str(getattr(found[1], "path", "")))
@@ -241,7 +238,7 @@ class WebConsole(Node[WebConsoleConfig]):
             secret = os.environ.get(cfg.token_env, "")
             if not secret:
                 raise NodeStartError(
-                    f"web_console '{self.node_id}'{self._location()}: token_env names "
+                    f"{self.log.prefix}{self._location()}: token_env names "
                     f"${cfg.token_env}, which is not set or empty"
                 )
             self._token = secret.encode()
@@ -274,7 +271,7 @@ class WebConsole(Node[WebConsoleConfig]):
                     f" pick another with --set {self.node_id}.port=PORT"
                 )
             raise NodeStartError(
-                f"web_console '{self.node_id}'{self._location()}: cannot listen on "
+                f"{self.log.prefix}{self._location()}: cannot listen on "
                 f"{cfg.host}:{cfg.port}: {cause}{hint}"
             ) from exc
         addresses = [s.getsockname() for s in self._server.sockets]
@@ -293,8 +290,7 @@ class WebConsole(Node[WebConsoleConfig]):
         if ":" in shown:
             shown = f"[{shown}]"
         self.log.info(
-            "web_console '%s': open http://%s:%d/%s",
-            self.node_id,
+            "open http://%s:%d/%s",
             shown,
             self.port,
             "?token=... ($" + cfg.token_env + ")" if cfg.token_env else "",
@@ -326,7 +322,7 @@ class WebConsole(Node[WebConsoleConfig]):
             for task in list(self._tasks):
                 task.cancel()
         except Exception:  # stop() never raises
-            self.log.exception("web_console '%s': error while stopping", self.node_id)
+            self.log.exception("error while stopping")
 
     # -- stream ----------------------------------------------------------------------------
 
@@ -363,7 +359,7 @@ class WebConsole(Node[WebConsoleConfig]):
                     self._loop_lag, self._lag_window = self._lag_window, 0.0
                     self._broadcast(self._stats())
             except Exception as exc:  # a bug here must not end the updates
-                self._error_log(logging.ERROR, "web_console '%s': update: %s", self.node_id, exc)
+                self._error_log(logging.ERROR, "update: %s", exc)
 
     def _remember_rest(self, tick: dict[str, Any]) -> None:
         for ev in tick["events"]:
@@ -380,7 +376,7 @@ class WebConsole(Node[WebConsoleConfig]):
         try:
             rides = await asyncio.to_thread(reader.latest, 200)
         except StoreError as exc:
-            self.log.warning("web_console '%s': %s", self.node_id, exc)
+            self.log.warning("%s", exc)
             return
         for r in rides:
             for key in ("start_position_mm", "end_position_mm"):
@@ -488,8 +484,7 @@ class WebConsole(Node[WebConsoleConfig]):
             status, reason = refused
             self.counters.bump("http_refused")
             self.log.warning(
-                "web_console '%s': refused %s %s: %s",
-                self.node_id,
+                "refused %s %s: %s",
                 format_peer(connection.remote_address),
                 urlsplit(request.path).path,
                 reason,
@@ -505,7 +500,7 @@ class WebConsole(Node[WebConsoleConfig]):
         except RideNotFound as exc:
             return _response(404, {"error": str(exc)})
         except StoreError as exc:
-            self._error_log(logging.ERROR, "web_console '%s': %s", self.node_id, exc)
+            self._error_log(logging.ERROR, "%s", exc)
             return _response(503, {"error": str(exc)})
 
     async def _route(self, route: str, query: dict[str, str]) -> Response:
@@ -528,9 +523,7 @@ class WebConsole(Node[WebConsoleConfig]):
             return _response(404, {"error": f"no such page: {route}"})
         reader = self._reader
         if reader is None:
-            return _response(
-                404, {"error": f"web_console '{self.node_id}' has no store configured"}
-            )
+            return _response(404, {"error": f"{self.log.prefix} has no store configured"})
         parts = [unquote(p) for p in route.split("/")[3:]]
         if not parts or parts == [""]:
             try:

@@ -245,9 +245,7 @@ class WsSink(Node[WsSinkConfig]):
         self.port: int = config.port
         self._server: Server | None = None
         #: the connected clients, their queues and counters (les02_flow.broadcast)
-        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(
-            self.type_name, node_id, ctx, config, slack=BURST_SLACK
-        )
+        self.clients: Broadcaster[WsPeer] = Broadcaster.for_node(self, slack=BURST_SLACK)
         self._stopping = False
         self._flusher: FlushScheduler | None = None
         self._token: bytes | None = None
@@ -304,8 +302,7 @@ class WsSink(Node[WsSinkConfig]):
         if addresses:
             self.port = int(addresses[0][1])
         self.log.info(
-            "ws_sink '%s': listening on %s",
-            self.node_id,
+            "listening on %s",
             ", ".join(_ws_url(a) for a in addresses),
         )
 
@@ -320,7 +317,7 @@ class WsSink(Node[WsSinkConfig]):
         try:
             await self._shutdown(server)
         except Exception:  # stop() never raises
-            self.log.exception("ws_sink '%s': error while stopping", self.node_id)
+            self.log.exception("error while stopping")
 
     async def _shutdown(self, server: Server) -> None:
         server.close(close_connections=False)  # stop accepting; handshakes in progress get 503
@@ -336,8 +333,7 @@ class WsSink(Node[WsSinkConfig]):
             _, pending = await asyncio.wait(pending, timeout=FLUSH_TIMEOUT)
         if pending:
             self.log.warning(
-                "ws_sink '%s': %d client(s) did not close within %.0f s, aborting them",
-                self.node_id,
+                "%d client(s) did not close within %.0f s, aborting them",
                 len(server.all_connections),
                 FLUSH_TIMEOUT,
             )
@@ -403,8 +399,7 @@ class WsSink(Node[WsSinkConfig]):
             return None
         self.counters.bump("clients_unauthorized")
         self.log.warning(
-            "ws_sink '%s': refused client %s: %s token",
-            self.node_id,
+            "refused client %s: %s token",
             _peer(connection),
             "wrong" if given else "missing",
         )
@@ -413,9 +408,7 @@ class WsSink(Node[WsSinkConfig]):
     def _control_flood(self, peer: str, unread: int) -> None:
         self.counters.bump("clients_control_flood")
         self.log.warning(
-            "ws_sink '%s': closing client %s (1008): %d bytes of pongs it does not read "
-            "(ping flood)",
-            self.node_id,
+            "closing client %s (1008): %d bytes of pongs it does not read (ping flood)",
             peer,
             unread,
         )
@@ -430,7 +423,7 @@ class WsSink(Node[WsSinkConfig]):
             types = parse_types_query(path)
         except TypeFilterError as exc:
             self.counters.bump("clients_bad_filter")
-            self.log.warning("ws_sink '%s': refused client %s: %s", self.node_id, peer, exc)
+            self.log.warning("refused client %s: %s", peer, exc)
             await ws.close(CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
             return
         if self._stopping:

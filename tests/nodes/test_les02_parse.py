@@ -190,8 +190,8 @@ def test_log_invalid_rate_limited_per_reason(caplog: pytest.LogCaptureFixture) -
         )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
-    assert "node 'p1'" in lines[0] and "(bad_dlc)" in lines[0] and "needs DLC 4" in lines[0]
-    assert "node 'p1'" in lines[1] and "(unknown_id)" in lines[1] and "0x7F0" in lines[1]
+    assert "les02_parse 'p1':" in lines[0] and "(bad_dlc)" in lines[0] and "needs DLC 4" in lines[0]
+    assert "les02_parse 'p1':" in lines[1] and "(unknown_id)" in lines[1] and "0x7F0" in lines[1]
     assert node.counters.dropped == 3
 
 

@@ -123,8 +123,8 @@ def test_a_raising_node_skips_the_message_and_goes_on(
     c = engine.counters()
     assert (c["plus"].errors, c["sink"].errors) == (1, 1)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("node 'plus': ValueError on 2: cannot take 2" in w for w in warnings)
-    assert any("node 'sink': RuntimeError on 4: sink refuses" in w for w in warnings)
+    assert any("add 'plus': ValueError on 2: cannot take 2" in w for w in warnings)
+    assert any("collect 'sink': RuntimeError on 4: sink refuses" in w for w in warnings)
 
 
 def test_lifecycle_order(registry: Registry, lifecycle: list[str]) -> None:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import can
 import pytest
+import yaml
 
-from les02_flow.node import Context, RateLimitedLog
+from les02_flow.compiler import compile_document
+from les02_flow.flowfile import load_flow_text
+from les02_flow.node import Context, Node, NodeConfig, NodeLogAdapter, RateLimitedLog
 from les02_flow.nodes.simbus import send_frame, shutdown_bus
+from les02_flow.registry import default_registry
+
+NODES = Path(__file__).resolve().parents[2] / "nodes"
+TYPES = list(default_registry())
+#: a prefix written by hand: "can_source '%s': ", "node '%s': ", f"ws_sink '{self.node_id}'",
+#: "debug %s: " ...; the node's logger (``self.log``) adds it, ``self.log.prefix`` is the text
+#: for exception messages. (``debug``'s printed "debug ID: N messages suppressed" is output.)
+HAND_PREFIX = re.compile(r"""["'](?:[a-z0-9_]+|node) (?:'%s':|%s:|'\{(?:self\.)?node_id\}')""")
 
 
 class _Broken(can.BusABC):
@@ -41,3 +54,48 @@ def test_node_log_prefixes_every_message_once(caplog: pytest.LogCaptureFixture) 
         "les02_sim 'sim': send of id 0x080 failed: CanOperationError: bus off",
         "les02_sim 'sim': bus shutdown failed: OSError: gone",
     ]
+
+
+def test_no_node_module_formats_the_node_prefix_by_hand() -> None:
+    found = [
+        f"{path.relative_to(NODES.parent)}:{n}: {line.strip()}"
+        for path in sorted(NODES.rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if HAND_PREFIX.search(line)
+    ]
+    assert found == [], "log through self.log (it adds TYPE 'ID': ):\n" + "\n".join(found)
+
+
+def test_the_hand_prefix_pattern_catches_the_old_forms() -> None:
+    old = [
+        """self.log.info("can_source '%s': reading", self.node_id)""",
+        """log.warning("node '%s': flushing %s failed: %s", node_id, what, exc)""",
+        """raise NodeStartError(f"replay_source '{self.node_id}': cannot read")""",
+        """self.log.info("debug %s: %s", self.node_id, line)""",
+    ]
+    assert all(HAND_PREFIX.search(line) for line in old)
+    assert not HAND_PREFIX.search("""self.log.info("store '%s' is disabled", store)""")
+
+
+@pytest.mark.parametrize("cls", TYPES, ids=[c.type_name for c in TYPES])
+def test_every_node_logs_through_its_prefixed_logger(cls: type[Node[NodeConfig]]) -> None:
+    node_id, body = next(iter(yaml.safe_load(cls.examples[0]).items()))
+    body.pop("wires", None)
+    text = yaml.safe_dump({"version": 1, "nodes": {node_id: body}})
+    spec = compile_document(load_flow_text(text, "example", env={})).nodes[str(node_id)]
+    ctx = Context(spec.id, logging.getLogger(f"les02_flow.node.{spec.id}"))
+    node = spec.cls(spec.id, spec.config, ctx)
+    assert isinstance(node.log, NodeLogAdapter)
+    assert node.log.prefix == f"{cls.type_name} '{node_id}'"
+    assert node.log.logger is ctx.logger
+    limited = [v for v in vars(node).values() if isinstance(v, RateLimitedLog)]
+    limited += [
+        v
+        for d in vars(node).values()
+        if isinstance(d, dict)
+        for v in d.values()
+        if isinstance(v, RateLimitedLog)
+    ]
+    assert limited, "every node has at least the per-message error log"
+    for log in limited:
+        assert log._logger is node.log, f"{cls.type_name}: a RateLimitedLog not on self.log"
