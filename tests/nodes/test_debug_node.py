@@ -188,7 +188,8 @@ def test_stream_log(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixt
     (record,) = [r for r in caplog.records if r.name == LOGGER]
     assert record.levelno == logging.INFO
     assert record.getMessage() == (
-        "debug 'probe': p: " '{"proto": 1, "type": "status", "ts": 2.0, "source": "les02", '
+        "debug 'probe': p: "
+        '{"proto": 1, "type": "status", "ts": 2.0, "source": "les02", '
         '"payload": {"channel": "slave"}}'
     )
     assert capsys.readouterr() == ("", "")
