@@ -23,6 +23,7 @@ from les02_flow.commands.replay import replace_sources
 from les02_flow.compiler import CompiledFlow, compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import FlowDocument, apply_sets, load_flow, load_flow_text
+from les02_flow.nodes.ws.sink import WsSink
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -120,7 +121,9 @@ def test_phone_10hz_live_and_replayed(tmp_path: Path) -> None:
     received: list[dict[str, Any]] = []
 
     async def phone(engine: Engine) -> None:
-        port = engine.nodes["phone"].port  # type: ignore[attr-defined]
+        sink = engine.nodes["phone"]
+        assert isinstance(sink, WsSink)
+        port = sink.port
         async with connect(f"ws://127.0.0.1:{port}/") as ws:
             while len(received) < 10:
                 received.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))

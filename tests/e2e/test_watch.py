@@ -171,18 +171,24 @@ def test_live_edits_keep_clients_and_apply_diffs(
         return seen, proc.lines, code
 
     seen, lines, code = asyncio.run(main())
+
+    def counter(pattern: str, stats: str) -> int:
+        m = re.search(pattern, stats)
+        assert m is not None, f"{pattern} not in {stats}"
+        return int(m.group(1))
+
     assert code == 0, "\n".join(lines)
     assert seen["close"] == 1001  # closed only by the final shutdown
     stats = next(line for line in reversed(lines) if " stats " in line)
-    ws_in = int(re.search(r"\| ws in=(\d+)", stats).group(1))  # type: ignore[union-attr]
-    ws_out = int(re.search(r"\| ws in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
-    rides_out = int(re.search(r"\| rides in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    ws_in = counter(r"\| ws in=(\d+)", stats)
+    ws_out = counter(r"\| ws in=\d+ out=(\d+)", stats)
+    rides_out = counter(r"\| rides in=\d+ out=(\d+)", stats)
     # nothing lost across five re-deploys: every event rides passed on reached ws and the client
     assert ws_in == rides_out
     assert seen["count"] == ws_out
     assert "dropped" not in stats.split("| ws ")[1].split("|")[0]
     # the recorder stayed through every edit: one file, every frame the bus delivered
-    bus_out = int(re.search(r"\| bus out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    bus_out = counter(r"\| bus out=(\d+)", stats)
     recordings = list(tmp_path.glob("rec*.log"))
     assert len(recordings) == 1, recordings
     lines = recordings[0].read_text().splitlines()
@@ -190,7 +196,7 @@ def test_live_edits_keep_clients_and_apply_diffs(
     stamps = [float(line.split(")")[0].lstrip("(")) for line in lines]
     assert stamps == sorted(stamps)
     # the TCP client got every frame too, and was only closed by the shutdown
-    tcp_out = int(re.search(r"\| tcp in=\d+ out=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    tcp_out = counter(r"\| tcp in=\d+ out=(\d+)", stats)
     assert seen["eof"] and seen["packets"] == tcp_out > 0
     assert "dropped" not in stats.split("| tcp ")[1].split("|")[0]
     # rides in progress across edits completed with consistent data (the detector stayed)

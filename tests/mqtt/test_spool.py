@@ -17,10 +17,20 @@ class Clock:
         return self.t
 
 
-def make(path: Path | None, clock: Clock | None = None, **kw: object) -> Spool:
-    args: dict[str, object] = {"max_bytes": 1 << 20, "max_age": 3600.0}
-    args.update(kw)
-    return Spool(path, clock=clock or Clock(), **args)  # type: ignore[arg-type]
+def make(
+    path: Path | None,
+    clock: Clock | None = None,
+    max_bytes: int = 1 << 20,
+    max_age: float = 3600.0,
+    segment_bytes: int = 1 << 20,
+) -> Spool:
+    return Spool(
+        path,
+        clock=clock or Clock(),
+        max_bytes=max_bytes,
+        max_age=max_age,
+        segment_bytes=segment_bytes,
+    )
 
 
 def test_order_ack_rewind_in_memory() -> None:

@@ -88,7 +88,11 @@ def test_config_defaults_and_bus_kwargs() -> None:
         bitrate=500000,
         data_bitrate=2000000,
         receive_own_messages=True,
-        filters=[{"can_id": "0x18DA00F1", "can_mask": 0x1FFFFF00, "extended": True}],  # type: ignore[list-item]
+        filters=[
+            CanFilter.model_validate(
+                {"can_id": "0x18DA00F1", "can_mask": 0x1FFFFF00, "extended": True}
+            )
+        ],
         bus_options={"local_loopback": False},
     )
     assert bus_kwargs(cfg) == {
@@ -129,7 +133,7 @@ def test_bus_info_and_backoff() -> None:
     assert [b.next() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     b.reset()
     assert b.next() == 0.5
-    assert CanFilter(can_id="0x80", can_mask="2046").can_mask == 0x7FE  # type: ignore[arg-type]
+    assert CanFilter.model_validate({"can_id": "0x80", "can_mask": "2046"}).can_mask == 0x7FE
 
 
 # -- reading ---------------------------------------------------------------------------------

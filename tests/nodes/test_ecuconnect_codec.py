@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import can
 import pytest
@@ -20,10 +21,10 @@ TS = 1737319234.5678  # 1737319234567800 µs
 TS_HEX = "00062c1527d67e78"
 
 
-def msg(**kw: object) -> can.Message:
+def msg(**kw: Any) -> can.Message:
     kw.setdefault("timestamp", TS)
     kw.setdefault("is_extended_id", False)
-    return can.Message(**kw)  # type: ignore[arg-type]
+    return can.Message(**kw)
 
 
 GOLDEN = [

@@ -7,7 +7,7 @@ import logging
 import socket
 import struct
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import can
@@ -83,8 +83,8 @@ async def connect(port: int) -> Reader:
     return Reader(r, w)
 
 
-def run(coro: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(coro())  # type: ignore[arg-type]
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
 
 
 # -- config ------------------------------------------------------------------------------------

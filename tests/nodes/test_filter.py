@@ -94,7 +94,8 @@ def test_input_kind_follows_the_config() -> None:
     assert Filter.input_kind_for(FilterConfig(ids=[1])) is Kind.FRAME
     assert Filter.input_kind_for(FilterConfig(extended=False)) is Kind.FRAME
     assert Filter.input_kind_for(FilterConfig(types=["status"])) is Kind.EVENT
-    assert Filter.input_kind_for(FilterConfig(when=[{"field": "dlc", "value": 8}])) is Kind.FRAME  # type: ignore[list-item]
+    config = FilterConfig.model_validate({"when": [{"field": "dlc", "value": 8}]})
+    assert Filter.input_kind_for(config) is Kind.FRAME
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,7 @@ def short_params(**overrides: object) -> ElevatorParams:
         "seed": 11,
     }
     base.update(overrides)
-    return ElevatorParams(**base)  # type: ignore[arg-type]
+    return ElevatorParams.model_validate(base)
 
 
 def test_trips_start_and_end_exactly_at_floors_and_chain() -> None:

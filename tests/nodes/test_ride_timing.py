@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from les02_flow.events import Event
+from les02_flow.events import Event, RideEndPayload
 from les02_flow.nodes.les02.elevator import SCurve
 from les02_flow.nodes.rides.detector import RideDetector, SampleClock
 
@@ -92,11 +92,15 @@ def of(events: list[Event], kind: str) -> list[dict[str, object]]:
     return [e["payload"] for e in events if e["type"] == kind]
 
 
+def ride_ends(events: list[Event]) -> list[RideEndPayload]:
+    return [e["payload"] for e in events if e["type"] == "ride_end"]
+
+
 def check_rides(
     events: list[Event], trips: list[Trip], tol: float = 0.05, ppm: float = 0.0
-) -> list[dict[str, object]]:
+) -> list[RideEndPayload]:
     """One complete ride per trip: times within ``tol``, exact distance, max speed ±5 %."""
-    ends = of(events, "ride_end")
+    ends = ride_ends(events)
     assert len(ends) == len(trips), [(e["start_ts"], e["max_speed_mm_s"]) for e in ends]
     for trip, end in zip(trips, ends, strict=True):
         scale = 1 + ppm * 1e-6
@@ -104,7 +108,7 @@ def check_rides(
         assert end["end_ts"] == pytest.approx(T0 + trip.end * scale, abs=tol)
         assert end["distance_raw"] == abs(trip.dist)
         peak = trip.curve.peak_speed
-        assert abs(float(end["max_speed_mm_s"]) - peak) <= 0.05 * peak  # type: ignore[arg-type]
+        assert abs(end["max_speed_mm_s"] - peak) <= 0.05 * peak
         assert end["complete"] is True
     assert not of(events, "relevel")
     assert not of(events, "channel_mismatch")

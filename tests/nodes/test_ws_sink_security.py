@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from les02_flow.events import make_event
 from les02_flow.node import Context, NodeStartError
@@ -85,9 +86,9 @@ def test_allowed_origins() -> None:
         url = f"ws://127.0.0.1:{sink.port}/"
         try:
             with pytest.raises(InvalidStatus) as info:
-                await connect(url, origin="http://evil.example", proxy=None)  # type: ignore[arg-type]
+                await connect(url, origin=Origin("http://evil.example"), proxy=None)
             assert info.value.response.status_code == 403
-            async with connect(url, origin="http://ui.local", proxy=None):  # type: ignore[arg-type]
+            async with connect(url, origin=Origin("http://ui.local"), proxy=None):
                 pass
             async with connect(url, proxy=None):  # tools send no Origin
                 pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,13 @@ from les02_flow.flowfile import (
     load_flow,
     load_flow_text,
 )
+from les02_flow.nodes.can_source import CanSourceConfig
+from les02_flow.nodes.les02.sim import Les02SimConfig
 
 DEFAULT = Path(__file__).resolve().parents[2] / "flows" / "default.yaml"
 
 
-def errors_of(text: str, env: dict[str, str] | None = None, sets: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+def errors_of(text: str, env: dict[str, str] | None = None, sets: Sequence[str] = ()) -> list[str]:
     doc = load_flow_text(text, "f.yaml", env or {})
     if doc.data is not None:
         apply_sets(doc, sets)
@@ -159,8 +162,9 @@ nodes:
     doc = load_flow_text(flow, "m.yaml", {})
     assert doc.errors == []
     compiled = compile_document(doc)
-    assert compiled.nodes["sim"].config.channel == "les02-merge"  # type: ignore[attr-defined]
-    assert compiled.nodes["bus"].config.channel == "explicit-wins"  # type: ignore[attr-defined]
+    sim, bus = compiled.nodes["sim"].config, compiled.nodes["bus"].config
+    assert isinstance(sim, Les02SimConfig) and sim.channel == "les02-merge"
+    assert isinstance(bus, CanSourceConfig) and bus.channel == "explicit-wins"
     (err,) = errors_of(flow.replace("<<: *bus}", "<<: 3}"))
     assert "'<<' (merge key) takes a mapping" in err
 
@@ -169,7 +173,8 @@ def test_set_takes_yaml_flow_values(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_text(DEFAULT.read_text())
     flow = compile_file(path, ["sim.floors_mm=[0, 3000, 6500.5]", "rides.wires=[ws]"])
-    assert list(flow.nodes["sim"].config.floors_mm) == [0, 3000, 6500.5]  # type: ignore[attr-defined]
+    sim = flow.nodes["sim"].config
+    assert isinstance(sim, Les02SimConfig) and list(sim.floors_mm) == [0, 3000, 6500.5]
     assert flow.nodes["rides"].wires == {"out": ["ws"]}
     with pytest.raises(FlowErrors) as exc:
         compile_file(

@@ -26,6 +26,7 @@ from les02_flow.nodes.ecuconnect.sink import (
     EcuconnectTcpSinkConfig,
     peer_allowed,
 )
+from les02_flow.nodes.recording.file_recorder import FileRecorderConfig
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
 from les02_flow.registry import default_registry
 from les02_flow.testing import wait_until as until
@@ -202,6 +203,8 @@ def test_substitution_and_values_are_never_evaluated(tmp_path: Path) -> None:
     )
     doc = load_flow_text(text, "evil.yaml", env={})
     flow = compile_document(doc, default_registry())
-    path = flow.nodes["rec"].config.path  # type: ignore[attr-defined]
+    config = flow.nodes["rec"].config
+    assert isinstance(config, FileRecorderConfig)
+    path = config.path
     assert payload in path  # kept as text: a flow's paths are plain paths
     assert not marker.exists()

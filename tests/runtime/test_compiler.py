@@ -10,6 +10,8 @@ from les02_flow.compiler import compile_document
 from les02_flow.flowfile import FlowErrors, apply_sets, load_flow_text
 from les02_flow.registry import Registry
 
+from .conftest import AddConfig
+
 
 def errors_of(text: str, registry: Registry, sets: tuple[str, ...] = ()) -> list[str]:
     doc = load_flow_text(textwrap.dedent(text), "f.yaml", env={})
@@ -29,7 +31,8 @@ def test_valid_flow_compiles_in_topological_order(registry: Registry) -> None:
     )
     flow = compile_document(doc, registry)
     assert list(flow.nodes) == ["src", "plus", "sink"]
-    assert flow.nodes["plus"].config.n == 2  # type: ignore[attr-defined]
+    config = flow.nodes["plus"].config
+    assert isinstance(config, AddConfig) and config.n == 2
     assert flow.nodes["src"].wires == {"out": ["plus"]}
 
 

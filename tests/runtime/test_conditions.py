@@ -17,6 +17,7 @@ from les02_flow.conditions import (
     MISSING,
     Condition,
     FieldPath,
+    Op,
     all_of,
     conditions_kind,
     parse_path,
@@ -35,8 +36,8 @@ def frame(can_id: int = 0x80, data: bytes = bytes([1, 2, 3, 4]), **kw: Any) -> c
     return can.Message(timestamp=2.5, arbitration_id=can_id, data=data, **kw)
 
 
-def holds(field: str, op: str, value: Any, message: Any) -> bool:
-    return Condition(field=field, op=op, value=value).compile()(message)  # type: ignore[arg-type]
+def holds(field: str, op: Op, value: Any, message: Any) -> bool:
+    return Condition(field=field, op=op, value=value).compile()(message)
 
 
 E = event(channel="master", position_raw=144, name="abc", items=[7, 8], nested={"x": 1.5})
@@ -72,7 +73,7 @@ E = event(channel="master", position_raw=144, name="abc", items=[7, 8], nested={
         ("proto", "eq", 1, True),
     ],
 )
-def test_event_operators(field: str, op: str, value: Any, expected: bool) -> None:
+def test_event_operators(field: str, op: Op, value: Any, expected: bool) -> None:
     assert holds(field, op, value, E) is expected
 
 
@@ -93,7 +94,7 @@ def test_event_operators(field: str, op: str, value: Any, expected: bool) -> Non
         ("payload.name[0]", "eq", "a"),  # a string is not indexable as a list
     ],
 )
-def test_absent_or_wrong_type_never_matches(field: str, op: str, value: Any) -> None:
+def test_absent_or_wrong_type_never_matches(field: str, op: Op, value: Any) -> None:
     assert holds(field, op, value, E) is False
 
 

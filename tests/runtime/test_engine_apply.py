@@ -14,6 +14,8 @@ from les02_flow.flowfile import load_flow_text
 from les02_flow.node import NodeStartError
 from les02_flow.registry import Registry
 
+from .conftest import AddConfig
+
 BASE = """\
 version: 1
 nodes:
@@ -103,7 +105,8 @@ def test_a_node_that_fails_to_start_restores_the_old_graph(
             with pytest.raises(NodeStartError, match="boom: cannot start"):
                 await engine.apply(flow_of(bad, registry))
             assert "boom" not in engine.nodes
-            assert engine.nodes["plus"].config.n == 100  # type: ignore[attr-defined]
+            config = engine.nodes["plus"].config
+            assert isinstance(config, AddConfig) and config.n == 100
             n = len(received["out"])
             await until(lambda: len(received["out"]) > n + 10, "old graph still flows")
             ticks = set(received["rec"])

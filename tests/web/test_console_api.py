@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from les02_flow.node import NodeStartError
 from les02_flow.nodes.rides.store import RideDB
@@ -128,7 +129,7 @@ def test_foreign_origin_and_host_are_refused(live: RunningFlow) -> None:
         try:
             async with connect(
                 f"ws://127.0.0.1:{port}/ws",
-                origin="http://evil.example",  # type: ignore[arg-type]
+                origin=Origin("http://evil.example"),
                 additional_headers=AUTH,
             ):
                 return 101
