@@ -73,9 +73,9 @@ def _run(recording: Path, out: Path) -> tuple[bytes, list[tuple[Any, ...]], str]
 
 
 def test_replay_output_is_identical_with_subject_inlets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    logging.getLogger("les02_flow").setLevel(logging.ERROR)
+    caplog.set_level(logging.ERROR, logger="les02_flow")  # restored after the test
     recording = tmp_path / "session.log"
     _recording(recording)
     events_hot, rides_hot, kind_hot = _run(recording, tmp_path / "hot")
