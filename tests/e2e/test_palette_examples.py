@@ -24,6 +24,7 @@ from les02_flow.compiler import CompiledFlow, compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import FlowDocument, apply_sets, load_flow, load_flow_text
 from les02_flow.nodes.ws.sink import WsSink
+from les02_flow.testing import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -75,12 +76,12 @@ async def run_live(
     try:
         client = asyncio.ensure_future(during(engine)) if during else None
         await asyncio.wait_for(engine.nodes["sim"].finished(), timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
         counters = engine.counters()
-        while counters["bus"].emitted < counters["sim"].emitted:
-            assert loop.time() < deadline, "the bus did not read every simulated frame"
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: counters["bus"].emitted >= counters["sim"].emitted,
+            "the bus reading every simulated frame",
+            timeout=30,
+        )
         if client is not None:
             await asyncio.wait_for(client, 30)
     finally:

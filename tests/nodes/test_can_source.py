@@ -29,6 +29,7 @@ from les02_flow.nodes.can_source import (
     CanSourceConfig,
     bus_kwargs,
 )
+from les02_flow.testing import wait_until
 
 LOGGER = "test.can_source"
 
@@ -40,16 +41,6 @@ def unique_channel() -> str:
 def make_node(node_id: str = "bus", **config: Any) -> CanSource:
     cfg = CanSourceConfig(**config)
     return CanSource(node_id, cfg, Context(node_id, logging.getLogger(LOGGER)))
-
-
-async def wait_until(cond: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll ``cond`` until true; fail the test when ``limit`` seconds pass first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def sender_bus(channel: str) -> can.BusABC:
@@ -157,7 +148,7 @@ def test_frames_arrive_in_order_with_timestamps_on_loop_thread() -> None:
         try:
             for i in range(50):
                 sender.send(frame(i))
-            await wait_until(lambda: len(received) >= 50)
+            await wait_until(lambda: len(received) >= 50, "len(received) >= 50")
         finally:
             sender.shutdown()
             await node.stop()
@@ -195,7 +186,7 @@ def test_burst_is_batched_and_complete() -> None:
         try:
             for i in range(n):  # the loop is busy here: the reader can only queue up
                 sender.send(frame(i))
-            await wait_until(lambda: len(received) >= n, limit=15)
+            await wait_until(lambda: len(received) >= n, "len(received) >= n", timeout=15)
         finally:
             loop.call_soon_threadsafe = original  # type: ignore[method-assign]
             sender.shutdown()
@@ -233,7 +224,9 @@ def test_filters() -> None:
                 (0x18DAF110, True),
             ]:
                 sender.send(can.Message(arbitration_id=can_id, is_extended_id=ext, data=[1]))
-            await wait_until(lambda: any(m.arbitration_id == 0x18DAF110 for m in received))
+            await wait_until(
+                lambda: any(m.arbitration_id == 0x18DAF110 for m in received), "the 29-bit frame"
+            )
         finally:
             sender.shutdown()
             await node.stop()
@@ -286,7 +279,8 @@ def test_unavailable_bus_logs_once_retries_and_stops_promptly(
                     if r.levelno == logging.DEBUG and "retry" in r.getMessage()
                 )
                 >= 3
-            )
+            ),
+            "three retry lines",
         )
         await node.stop()
         assert completed == [True]
@@ -318,17 +312,17 @@ def test_bus_dying_midstream_reconnects(caplog: pytest.LogCaptureFixture) -> Non
         sender = sender_bus(channel)
         try:
             sender.send(frame(1))
-            await wait_until(lambda: len(received) == 1)
+            await wait_until(lambda: len(received) == 1, "len(received) == 1")
             assert node.ctx.status.state == "ok"
             dead = node.bus
             assert dead is not None
             dead.shutdown()  # the adapter goes away under the reader
-            await wait_until(lambda: node.counters.extra.get("reconnects") == 1)
+            await wait_until(lambda: node.counters.extra.get("reconnects") == 1, "one reconnect")
             assert node.bus is not None and node.bus is not dead
             assert node.ctx.status.state == "ok"
             sender.send(frame(2))
             sender.send(frame(3))
-            await wait_until(lambda: len(received) == 3)
+            await wait_until(lambda: len(received) == 3, "len(received) == 3")
         finally:
             sender.shutdown()
             await node.stop()
@@ -382,7 +376,7 @@ def test_downstream_exception_does_not_lose_frames(caplog: pytest.LogCaptureFixt
         try:
             for i in range(1, 5):
                 sender.send(frame(i))
-            await wait_until(lambda: received[-1:] == [4])
+            await wait_until(lambda: received[-1:] == [4], "received[-1:] == [4]")
         finally:
             sender.shutdown()
             await node.stop()
@@ -480,11 +474,11 @@ def test_fd_bus_is_read_with_add_reader_and_reconnects(
                     put(peers[0], i)
 
             await asyncio.to_thread(put_all)
-            await wait_until(lambda: len(received) == 600)
+            await wait_until(lambda: len(received) == 600, "len(received) == 600")
             peers[0].close()  # unplugged
-            await wait_until(lambda: node.counters.extra.get("reconnects") == 1)
+            await wait_until(lambda: node.counters.extra.get("reconnects") == 1, "one reconnect")
             put(peers[1], 7)
-            await wait_until(lambda: len(received) == 601)
+            await wait_until(lambda: len(received) == 601, "len(received) == 601")
         finally:
             await node.stop()
             for peer in peers:

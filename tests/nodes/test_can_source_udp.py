@@ -32,6 +32,8 @@ from typing import Any
 import can
 import pytest
 
+from les02_flow.testing import wait_until
+
 HERE = Path(__file__).resolve()
 REPORT = "UDP-REPORT "
 GROUP = "239.74.163.9"
@@ -192,14 +194,6 @@ def _node(port: int, **extra: Any) -> Any:
     return CanSource("bus", cfg, Context("bus", logging.getLogger("udp-test")))
 
 
-async def _wait(cond: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
-
-
 async def _same(port: int) -> dict[str, Any]:
     filters = [{"can_id": 0x80, "can_mask": 0x7F0}, {"can_id": 0x1ABCDE0, "can_mask": 0x1FFFFF00}]
     node = _node(
@@ -232,7 +226,7 @@ async def _same(port: int) -> dict[str, Any]:
         got_one: can.Message | None = await loop.run_in_executor(None, lambda: ref.recv(5.0))
         assert got_one is not None, "python-can's reader got fewer frames than expected"
         theirs.append(got_one)
-    await _wait(lambda: len(got) >= len(expected))
+    await wait_until(lambda: len(got) >= len(expected), "len(got) >= len(expected)")
     drops = node.counters.extra.get("kernel_drops", 0)
     await node.stop()
     ref.shutdown()
@@ -259,7 +253,7 @@ async def _bad(port: int) -> dict[str, Any]:
     sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
     sender.send(can.Message(arbitration_id=0x321, data=b"\x01"))
     sender.send(can.Message(arbitration_id=0x322, data=b"\x02"))
-    await _wait(lambda: len(got) >= 2)
+    await wait_until(lambda: len(got) >= 2, "len(got) >= 2")
     result = {"bad_frames": node.counters.extra.get("bad_frames", 0), "frames_after": got}
     await node.stop()
     sender.shutdown()
@@ -311,14 +305,17 @@ async def _drops(port: int) -> dict[str, Any]:
     # the flow is stuck (the loop does not run) while the sender floods the bus
     assert sender_done.wait(30), "sender did not finish"
     time.sleep(0.05)  # noqa: ASYNC251
-    await _wait(lambda: emitted[0] + node.counters.extra.get("kernel_drops", 0) >= sent)
+    await wait_until(
+        lambda: emitted[0] + node.counters.extra.get("kernel_drops", 0) >= sent,
+        "every frame emitted or counted as a kernel drop",
+    )
     # frames queued after the overflow carry the socket's drop count (SO_RXQ_OVFL)
     before = emitted[0]
     late = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
     for i in range(3):
         late.send(can.Message(arbitration_id=0x81, data=i.to_bytes(4, "big")))
     late.shutdown()
-    await _wait(lambda: emitted[0] >= before + 3)
+    await wait_until(lambda: emitted[0] >= before + 3, "emitted[0] >= before + 3")
     result = {
         "ovfl_seen": session.reader._last_ovfl,
         "sent": sent + 3,
@@ -350,7 +347,7 @@ async def _rest(port: int) -> dict[str, Any]:
         sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
         if i % 20 == 19:
             await asyncio.sleep(0.005)
-    await _wait(lambda: len(got) >= 200)
+    await wait_until(lambda: len(got) >= 200, "len(got) >= 200")
     await node.stop()
     sender.shutdown()
     return {"frames": got, "wakeups": wakeups[0]}
@@ -376,7 +373,7 @@ async def _backlog(port: int) -> dict[str, Any]:
     sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
     for i in range(500):  # faster than the loop gets to them: the socket holds a queue
         sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
-    await _wait(lambda: len(got) >= 500)
+    await wait_until(lambda: len(got) >= 500, "len(got) >= 500")
     asyncio.get_running_loop().remove_reader = real_remove  # type: ignore[method-assign]
     drops = node.counters.extra.get("kernel_drops", 0)
     await node.stop()

@@ -14,15 +14,9 @@ from les02_flow.compiler import compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import load_flow_text
 from les02_flow.nodes.ops.delay import Delay, DelayConfig
+from les02_flow.testing import wait_until
 
 from .opsutil import Harness, ev, make
-
-
-async def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 class _Stamped(list[Any]):
@@ -53,7 +47,7 @@ def test_held_for_the_delay_in_order_then_completes() -> None:
         third_at = loop.time()
         h.complete()
         assert h.out["out"] == []
-        await wait_for(lambda: "out" in h.completed)
+        await wait_until(lambda: "out" in h.completed, "'out' in h.completed")
         assert [m["payload"]["n"] for m in h.out["out"]] == [1, 2, 3]
         assert released[0] - sent_at >= 0.15 - 0.002
         assert released[2] - third_at >= 0.15 - 0.002

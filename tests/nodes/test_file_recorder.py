@@ -26,10 +26,10 @@ from les02_flow.nodes.recording.formats import FORMATS, Format, RecordingReader
 from les02_flow.nodes.recording.recorder import RecordingFiles, Rotation, WriterThread
 from les02_flow.nodes.recording.replay_source import ReplaySource
 from les02_flow.registry import Registry
+from les02_flow.testing import Collect
 
 #: what the test sources emit, by key; what the test sinks received, by node id
 SOURCES: dict[str, list[Any]] = {}
-RECEIVED: dict[str, list[Any]] = {}
 
 
 class ListSourceConfig(NodeConfig):
@@ -53,24 +53,10 @@ class ListSource(Node[ListSourceConfig]):
         self.subject.on_completed()
 
 
-class CollectConfig(NodeConfig):
-    pass
-
-
-class Collect(Node[CollectConfig]):
-    """Stores what it receives (test sink)."""
-
-    type_name = "collect"
-    input_kind = Kind.ANY
-
-    def consume(self, message: Any) -> None:
-        RECEIVED.setdefault(self.node_id, []).append(message)
-
-
 @pytest.fixture
 def registry() -> Registry:
     SOURCES.clear()
-    RECEIVED.clear()
+    Collect.received.clear()
     return Registry([ListSource, Collect, FileRecorder, ReplaySource], "tests")
 
 
@@ -100,7 +86,7 @@ def record(registry: Registry, frames: list[Any], path: Path, **config: Any) -> 
 
 
 def replay(registry: Registry, path: Path, port: str = "out", **config: Any) -> list[Any]:
-    RECEIVED.pop("sink", None)
+    Collect.received.pop("sink", None)
     run(
         registry,
         {
@@ -114,7 +100,7 @@ def replay(registry: Registry, path: Path, port: str = "out", **config: Any) -> 
             "sink": {"type": "collect"},
         },
     )
-    return RECEIVED.get("sink", [])
+    return Collect.received.get("sink", [])
 
 
 def sample_frames(fmt: Format) -> list[can.Message]:

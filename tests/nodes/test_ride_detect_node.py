@@ -23,6 +23,7 @@ from les02_flow.nodes.les02.elevator import SCurve
 from les02_flow.nodes.les02.sim import Les02Sim
 from les02_flow.nodes.rides.detect import RideDetect, RideDetectConfig
 from les02_flow.registry import Registry, default_registry
+from les02_flow.testing import Collect, wait_until
 
 T0 = 1_737_000_000.0
 WAIT = 20.0
@@ -127,9 +128,9 @@ def test_live_timer_emits_ride_end_when_the_bus_falls_silent_with_the_replay_ts(
         base = time.time() - last  # pretend the frames are live: ts close to the wall clock
         for e in events:
             subject.on_next({**e, "ts": e["ts"] + base})
-        deadline = time.monotonic() + WAIT
-        while not any(e["type"] == "ride_end" for e in got) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: any(e["type"] == "ride_end" for e in got), "the idle timer's ride_end", WAIT
+        )
         await live_node.stop()
         sub.dispose()
         return [{**e, "ts": e["ts"] - base} for e in got if e["type"] == "ride_end"]
@@ -143,26 +144,14 @@ def test_live_timer_emits_ride_end_when_the_bus_falls_silent_with_the_replay_ts(
 
 # -- a real flow ------------------------------------------------------------------------------
 
-RECEIVED: list[Event] = []
 
-
-class CollectConfig(NodeConfig):
-    pass
-
-
-class Collect(Node[CollectConfig]):
-    """Test sink: keeps every event."""
-
-    type_name: ClassVar[str] = "collect_rides"
-    input_kind: ClassVar[Kind | None] = Kind.EVENT
-    output_ports: ClassVar[Mapping[str, Kind]] = {}
-
-    def consume(self, message: Any) -> None:
-        RECEIVED.append(message)
+def received() -> list[Event]:
+    """What the flow's ``sink`` (a ``collect`` node) received so far."""
+    return Collect.received.get("sink", [])
 
 
 def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> None:
-    RECEIVED.clear()
+    Collect.received.clear()
     builtin = default_registry(plugins=False)
     registry = Registry()
     for name in ("les02_sim", "can_source", "les02_parse", "ride_detect"):
@@ -210,7 +199,7 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
                         "live_grace": 0.05,
                         "wires": ["sink"],
                     },
-                    "sink": {"type": "collect_rides"},
+                    "sink": {"type": "collect"},
                 },
             },
         ),
@@ -221,12 +210,12 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
         engine = Engine(flow)
         await engine.start()
         try:
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline:
-                if sum(e["type"] == "ride_end" for e in RECEIVED) >= trips:
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.1)  # nothing more should come
+            await wait_until(
+                lambda: sum(e["type"] == "ride_end" for e in received()) >= trips,
+                f"{trips} rides",
+                WAIT,
+            )
+            await asyncio.sleep(0.1)  # nothing more should come (an absence: waits, on purpose)
         finally:
             await engine.stop()
         return engine
@@ -236,8 +225,8 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
     assert isinstance(sim, Les02Sim)
     truth = sim.sim.trips
     assert len(truth) == trips
-    ends = [e["payload"] for e in RECEIVED if e["type"] == "ride_end"]
-    starts = [e["payload"] for e in RECEIVED if e["type"] == "ride_start"]
+    ends = [e["payload"] for e in received() if e["type"] == "ride_end"]
+    starts = [e["payload"] for e in received() if e["type"] == "ride_start"]
     assert len(ends) == trips and len(starts) == trips
     assert [e["ride_id"] for e in ends] == [s["ride_id"] for s in starts]
     for trip, ride in zip(truth, ends, strict=True):
@@ -246,8 +235,8 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
         assert abs(ride["distance_raw"] - abs(round(trip.to_mm) - round(trip.from_mm))) <= 2
         assert ride["direction"] == ("up" if trip.to_mm > trip.from_mm else "down")
         assert abs(ride["start_position_raw"] - round(trip.from_mm)) <= 2
-    assert sum(e["type"] == "position_sample" for e in RECEIVED) > 1000
-    assert not [e for e in RECEIVED if e["type"] == "relevel"]
+    assert sum(e["type"] == "position_sample" for e in received()) > 1000
+    assert not [e for e in received() if e["type"] == "relevel"]
     assert engine.nodes["rides"].counters.errors == 0
 
 
@@ -291,7 +280,7 @@ class Staller(Node[StallConfig]):
 
 
 def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_speeds() -> None:
-    RECEIVED.clear()
+    Collect.received.clear()
     STALLS.clear()
     registry = default_registry(plugins=False).extended(Collect, Staller, origin="tests")
     # frame time runs 2x faster than the simulation: the rules are scaled. (Faster would
@@ -336,7 +325,7 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
                         "live_grace": 0.05,
                         "wires": ["sink"],
                     },
-                    "sink": {"type": "collect_rides"},
+                    "sink": {"type": "collect"},
                 },
             },
         ),
@@ -347,18 +336,18 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
         engine = Engine(flow)
         await engine.start()
         try:
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline:
-                if sum(e["type"] == "ride_end" for e in RECEIVED) >= trips:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until(
+                lambda: sum(e["type"] == "ride_end" for e in received()) >= trips,
+                f"{trips} rides",
+                WAIT,
+            )
         finally:
             await engine.stop()
         return engine
 
     engine = asyncio.run(main())
     assert len(STALLS) == 2, "the loop was not stalled"
-    samples = [e for e in RECEIVED if e["type"] == "position_sample"]
+    samples = [e for e in received() if e["type"] == "position_sample"]
     master = [e["ts"] for e in samples if e["payload"]["channel"] == "master"]
     # the stall really shows in the stamps: a gap of > 100 ms, then a burst
     gaps = [b - a for a, b in itertools.pairwise(master)]
@@ -368,13 +357,13 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
     sim = engine.nodes["sim"]
     assert isinstance(sim, Les02Sim)
     truth = sim.sim.trips
-    ends = [e["payload"] for e in RECEIVED if e["type"] == "ride_end"]
+    ends = [e["payload"] for e in received() if e["type"] == "ride_end"]
     assert len(truth) == trips and len(ends) == trips, [e["max_speed_mm_s"] for e in ends]
     for trip, ride in zip(truth, ends, strict=True):
         assert ride["distance_raw"] == abs(round(trip.to_mm) - round(trip.from_mm))
         peak = trip.peak_speed_mm_s * speed  # in frame time
         assert abs(ride["max_speed_mm_s"] - peak) <= 0.05 * peak, (ride, peak)
         assert ride["complete"] is True
-    assert not [e["payload"] for e in RECEIVED if e["type"] in ("relevel", "dropout")], (
+    assert not [e["payload"] for e in received() if e["type"] in ("relevel", "dropout")], (
         engine.nodes["bus"].counters.as_dict()
     )

@@ -11,6 +11,7 @@ from typing import Any
 from les02_flow.events import Event, make_event
 from les02_flow.node import Context
 from les02_flow.nodes.rides.store import SCHEMA_VERSION, RideDB, RideStore, RideStoreConfig
+from les02_flow.testing import wait_until
 
 T0 = 1_737_000_000.0
 
@@ -138,10 +139,7 @@ def test_locked_database_fails_the_ride_and_recovers(tmp_path: Path) -> None:
             locker.execute("BEGIN EXCLUSIVE")
             for e in ride_events("ride-a", T0 + 10.0):
                 node.consume(e)
-            for _ in range(400):
-                if node.counters.extra.get("write_errors"):
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: bool(node.counters.extra.get("write_errors")), "a write error")
             locker.execute("ROLLBACK")
             locker.close()
             for e in ride_events("ride-b", T0 + 30.0):

@@ -1,38 +1,26 @@
-"""Fixtures for the reliability suite: a registry with a collecting sink, process probes."""
+"""Fixtures for the reliability suite: a registry with the ``collect`` sink, process probes."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from les02_flow.node import Kind, Node, NodeConfig
-from les02_flow.registry import Registry, default_registry
-
-#: what each ``rel_collect`` node received, by node id
-COLLECTED: dict[str, list[Any]] = {}
-
-
-class RelCollect(Node[NodeConfig]):
-    """Keeps every message it receives in ``COLLECTED[node id]`` (test sink)."""
-
-    type_name: ClassVar[str] = "rel_collect"
-    input_kind: ClassVar[Kind | None] = Kind.ANY
-
-    def consume(self, message: Any) -> None:
-        COLLECTED.setdefault(self.node_id, []).append(message)
+from les02_flow.registry import Registry
+from les02_flow.testing import Collect, registry_with
 
 
 @pytest.fixture
 def collected() -> dict[str, list[Any]]:
-    COLLECTED.clear()
-    return COLLECTED
+    """What each ``collect`` node received, by node id (emptied for each test)."""
+    Collect.received.clear()
+    return Collect.received
 
 
 @pytest.fixture
 def registry() -> Registry:
-    return default_registry().extended(RelCollect, origin="tests")
+    return registry_with()
 
 
 def fd_count(pid: int | str = "self") -> int:

@@ -223,7 +223,8 @@ DISK_FULL = textwrap.dedent(
                 for e in ride_events(f"full-{i}", T0 + 10 * (i + 1)):
                     store.consume(e)
             await until(lambda: c("store", "write_errors") >= 1, "store error")
-            await asyncio.sleep(1.5)  # retries meanwhile (each fails)
+            failed = c("store", "write_errors")
+            await until(lambda: c("store", "write_errors") > failed, "a retry failing too")
             out["retry_pending"] = c("store", "retry_pending")
             os.remove(D + "/filler")
             await until(lambda: c("recorder", "recoveries") >= 1, "recorder recovery", 30)

@@ -30,11 +30,12 @@ from hypothesis import strategies as st
 from les02_flow.compiler import compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import FlowDocument, FlowErrors, load_flow_text
-from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.node import Context
 from les02_flow.nodes.ecuconnect.codec import Decoder, EcuconnectProtocolError, encode
 from les02_flow.nodes.les02.parse import Les02Parse, Les02ParseConfig
 from les02_flow.nodes.recording.formats import FORMATS, Problem, RecordingReader, open_writer
-from les02_flow.registry import Registry, default_registry
+from les02_flow.registry import default_registry
+from les02_flow.testing import Collect, registry_with
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW_TEXTS = {
@@ -394,17 +395,6 @@ def test_corrupt_recordings_are_reported_and_skipped(
         assert str(path) in str(p)
 
 
-class _Sink(Node[NodeConfig]):
-    """Collects what it receives (test sink)."""
-
-    type_name = "rel_collect"
-    input_kind = Kind.ANY
-    got: list[Any] = []
-
-    def consume(self, message: Any) -> None:
-        _Sink.got.append(message)
-
-
 def test_replay_source_completes_over_a_corrupted_recording(tmp_path: Path) -> None:
     """A recording with garbage spliced in at random places still replays what is intact."""
     rng = random.Random(9)
@@ -417,10 +407,6 @@ def test_replay_source_completes_over_a_corrupted_recording(tmp_path: Path) -> N
         i = rng.randrange(len(lines))
         lines[i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 30))) + b"\n"
     path.write_bytes(b"".join(lines)[:-7])  # and a torn last line
-    reg = Registry()
-    for cls in REGISTRY:
-        reg.register(cls, "built-in")
-    reg.register(_Sink, "tests")
     flow = compile_document(
         FlowDocument(
             path="t",
@@ -433,16 +419,17 @@ def test_replay_source_completes_over_a_corrupted_recording(tmp_path: Path) -> N
                         "speed": "max",
                         "wires": ["sink"],
                     },
-                    "sink": {"type": "rel_collect"},
+                    "sink": {"type": "collect"},
                 },
             },
         ),
-        reg,
+        registry_with(),
     )
     engine = Engine(flow)
-    _Sink.got = []
+    Collect.received.clear()
     assert asyncio.run(asyncio.wait_for(engine.run(), 30)) == "all sources finished"
     counters = engine.nodes["rp"].counters
-    assert 400 < len(_Sink.got) < 500
-    assert counters.extra["corrupt"] >= 500 - len(_Sink.got) - 1
+    got = Collect.received["sink"]
+    assert 400 < len(got) < 500
+    assert counters.extra["corrupt"] >= 500 - len(got) - 1
     assert counters.errors == counters.extra["corrupt"]

@@ -39,7 +39,7 @@ def _replay(
 ) -> tuple[list[can.Message], dict[str, int]]:
     nodes = {
         "rp": {"type": "replay_source", "path": str(path), "speed": "max", **cfg, "wires": ["c"]},
-        "c": {"type": "rel_collect"},
+        "c": {"type": "collect"},
     }
     flow = compile_document(FlowDocument("rp", {"version": 1, "nodes": nodes}), registry)
     engine = Engine(flow)

@@ -128,8 +128,8 @@ def flow(registry: Registry, channel: str) -> Engine:
             "buffer": TCP_BUFFER,
             "policy": "disconnect",
         },
-        "frames": {"type": "rel_collect"},
-        "events": {"type": "rel_collect"},
+        "frames": {"type": "collect"},
+        "events": {"type": "collect"},
     }
     nodes["bus"]["wires"].append("parse")
     doc = FlowDocument(path="slow", data={"version": 1, "nodes": nodes})

@@ -84,7 +84,7 @@ SCRIPT = textwrap.dedent(
             fill()
             await until(lambda: c("recorder", "write_errors") >= 1, "recorder error")
             parsed = c("parse", "in")
-            await asyncio.sleep(0.5)
+            await until(lambda: c("parse", "in") > parsed, "parsing on while the disk is full")
             out["parse_during_full"] = c("parse", "in") - parsed
             os.remove(D + "/filler")
             await until(lambda: c("recorder", "recoveries") >= 1, "recorder recovery")

@@ -12,6 +12,7 @@ from les02_flow.compiler import CompiledFlow, compile_document
 from les02_flow.engine import Engine
 from les02_flow.flowfile import load_flow_text
 from les02_flow.registry import Registry
+from les02_flow.testing import wait_until
 
 BASE = """\
 version: 1
@@ -28,12 +29,6 @@ nodes:
 
 def flow_of(text: str, registry: Registry) -> CompiledFlow:
     return compile_document(load_flow_text(textwrap.dedent(text), "v.yaml", env={}), registry)
-
-
-async def until(cond: Any) -> None:
-    async with asyncio.timeout(5):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 def test_every_node_sees_the_same_graph_counters_and_redeploys(
@@ -71,7 +66,7 @@ def test_every_node_sees_the_same_graph_counters_and_redeploys(
         unsubscribe = view.on_change(lambda: changes.append(view.revision))
         await engine.start()
         try:
-            await until(lambda: view.counters()["out"]["in"] > 5)
+            await wait_until(lambda: view.counters()["out"]["in"] > 5, "out receives")
             counters = view.counters()
             assert counters["tick"]["out"] >= counters["plus"]["in"] >= counters["out"]["in"]
             # a copy: changing it changes nothing in the engine
@@ -99,7 +94,7 @@ def test_every_node_sees_the_same_graph_counters_and_redeploys(
             assert graph["revision"] == 1
             assert sorted(n["id"] for n in graph["nodes"]) == ["extra", "out", "plus", "tick"]
             assert graph["nodes"][0]["wires"] == {"out": ["plus", "extra"]}
-            await until(lambda: view.counters()["extra"]["in"] > 0)
+            await wait_until(lambda: view.counters()["extra"]["in"] > 0, "extra receives")
             # the added node's context holds the same view
             assert engine.nodes["extra"].ctx.flow is view
 
