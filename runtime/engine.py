@@ -10,6 +10,14 @@ inlets it is wired to:
 * the inlet counts ``in`` and guards the node: an exception escaping a node's synchronous chain
   is counted, logged (rate-limited) with the node id, and the message skipped; the outlet
   counts ``out``;
+* batches (replay at ``speed: max``): a source that takes the runtime's batch emitters
+  (:meth:`~les02_flow.node.Node.bind_batches`) hands a list of messages to an outlet in one
+  call. Nodes that declare :meth:`~les02_flow.node.Node.process_batch` (transforms) or
+  :meth:`~les02_flow.node.Node.consume_batch` (sinks) take the list in one call; every other
+  node gets the messages one by one through its inlet, as always. An outlet sends batches
+  only when every node downstream of it has exactly one upstream port (a tree): then every
+  node sees exactly the messages, in exactly the order, that one-by-one delivery gives it
+  (tests/runtime/test_batch_identity.py); elsewhere the batch is delivered one by one;
 * because the routing tables live here and not in the nodes' observables, a flow edit can be
   applied as a diff (:meth:`Engine.apply`): nodes whose type and config are unchanged keep their
   instance, state and resources; only the routing tables change, synchronously on the loop, so
@@ -56,9 +64,16 @@ class _Inlet:
         #: what a transform's ``build()`` subscribes to (``None`` for sinks)
         self.subject: HotPort[Any] | None = None
         self.consume: Callable[[Any], None] = node.consume
+        cls = type(node)
+        #: the node's own batch method, if it declares one
+        self.batch_fn: Callable[[list[Any]], Any] | None = None
         if not live.spec.cls.is_sink():
             self.subject = HotPort()
             self.push = self._push_port  # type: ignore[method-assign]
+            if cls.process_batch is not Node.process_batch:
+                self.batch_fn = node.process_batch
+        elif cls.consume_batch is not Node.consume_batch:
+            self.batch_fn = node.consume_batch
 
     def push(self, value: Any) -> None:
         """Sinks: count, hand to ``consume``, guard."""
@@ -75,6 +90,27 @@ class _Inlet:
             self.subject.on_next(value)  # type: ignore[union-attr]
         except Exception as exc:
             self.report(value, exc)
+
+    def push_batch(self, values: list[Any]) -> None:
+        """A batch (from a batch-safe outlet): the node's batch method, or one by one."""
+        batch_fn = self.batch_fn
+        if batch_fn is None:
+            push = self.push
+            for value in values:
+                push(value)
+            return
+        self.counters.received += len(values)
+        try:
+            ports = batch_fn(values)
+        except Exception as exc:
+            self.report(values, exc)
+            return
+        if ports:
+            outlets = self.live.outlets
+            for port, items in ports.items():
+                outlet = outlets.get(port)
+                if outlet is not None and items:
+                    outlet.on_batch(items)
 
     def upstream_completed(self, key: PortKey) -> None:
         self.done.add(key)
@@ -99,12 +135,25 @@ class _Outlet:
         self.engine = engine
         self.counters = live.node.counters
         self.targets: tuple[_Inlet, ...] = ()
+        #: every node downstream has one upstream port: batches may travel as lists
+        self.batch_safe = False
         self.completed = False
 
     def on_next(self, value: Any) -> None:
         self.counters.emitted += 1
         for target in self.targets:
             target.push(value)
+
+    def on_batch(self, values: list[Any]) -> None:
+        """Hand a list of messages on: as a list where that changes nothing, else one by one."""
+        if not self.batch_safe:
+            on_next = self.on_next
+            for value in values:
+                on_next(value)
+            return
+        self.counters.emitted += len(values)
+        for target in self.targets:
+            target.push_batch(values)
 
     def on_error(self, err: Exception) -> None:
         self.counters.errors += 1
@@ -344,6 +393,29 @@ class Engine:
             if live.inlet is not None:
                 live.inlet.upstream = upstream[nid]
                 live.inlet.done &= upstream[nid]
+        tree: dict[str, bool] = {}
+
+        def in_tree(nid: str, path: frozenset[str]) -> bool:
+            """``nid`` and everything below it have exactly one upstream port."""
+            known = tree.get(nid)
+            if known is not None:
+                return known
+            if nid in path or len(upstream[nid]) != 1:
+                return False  # a cycle, or fan-in: batches would change the interleaving
+            live = lives[nid]
+            ok = all(
+                in_tree(target.live.spec.id, path | {nid})
+                for outlet in live.outlets.values()
+                for target in outlet.targets
+            )
+            tree[nid] = ok
+            return ok
+
+        for live in lives.values():
+            for outlet in live.outlets.values():
+                outlet.batch_safe = all(
+                    in_tree(target.live.spec.id, frozenset()) for target in outlet.targets
+                )
         self._propagate_bus_info(lives, flow)
 
     def _propagate_bus_info(self, lives: dict[str, _Live], flow: CompiledFlow) -> None:
@@ -379,6 +451,8 @@ class Engine:
     async def _start_one(self, live: _Live) -> None:
         live.node.ctx.loop = asyncio.get_running_loop()
         self._subscribe(live)
+        if live.outlets:
+            live.node.bind_batches({port: o.on_batch for port, o in live.outlets.items()})
         try:
             await live.node.start()
         except NodeStartError as exc:

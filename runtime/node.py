@@ -31,7 +31,15 @@ Calling rules (the runtime keeps them; nodes may rely on them):
    :class:`NodeStartError` with a clear message when it cannot. ``await stop()`` is idempotent,
    bounded in time and never raises; sinks flush in it.
 5. Everything that enters the graph is emitted on the event-loop thread.
-6. Per-message exceptions never end a stream: use :meth:`Node.each` (and :meth:`Node.split`),
+6. Batches (optional; replay at ``speed: max``): a source may keep the per-port batch
+   emitters the runtime hands to :meth:`Node.bind_batches` and emit a list of messages in one
+   call. A transform may implement :meth:`Node.process_batch`, a sink
+   :meth:`Node.consume_batch`: the runtime then may hand it such a list instead of the
+   messages one by one. The result must be exactly what one-by-one delivery gives (same
+   messages on each port, same order, same counters); per-message exceptions are the node's
+   to count and skip (:meth:`Node.report_error`). Nodes without them get every message one
+   by one, batches or not.
+7. Per-message exceptions never end a stream: use :meth:`Node.each` (and :meth:`Node.split`),
    which count, log (rate-limited) and skip the message. The runtime's input guard does the same
    for exceptions that escape synchronously from a node's chain.
 7. Log through ``self.log``: it adds ``TYPE 'ID': `` to every message (a
@@ -343,6 +351,25 @@ class Node(Generic[ConfigT]):
 
     def input_completed(self) -> None:
         """Sinks: the input stream completed (all upstream sources finished)."""
+
+    # -- batches (optional, see calling rule 6) ----------------------------------------------
+
+    def process_batch(self, messages: list[Any]) -> Mapping[str, list[Any]]:
+        """Transforms: handle ``messages`` in one call; returns ``{port: [messages out]}``,
+        each port's list in the order one-by-one delivery emits them. Not implemented by
+        default (the runtime then feeds the messages one by one into :meth:`build`'s
+        stream)."""
+        raise NotImplementedError
+
+    def consume_batch(self, messages: list[Any]) -> None:
+        """Sinks: :meth:`consume` for each of ``messages``, in one call. Not implemented by
+        default (the runtime then calls :meth:`consume` per message)."""
+        raise NotImplementedError
+
+    def bind_batches(self, emitters: Mapping[str, Callable[[list[Any]], None]]) -> None:
+        """Sources (and any node with ports): called once before :meth:`start` with, per
+        output port, a function that emits a list of messages at once (the same as emitting
+        each through the port's observable, in order). Ignored by default."""
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -88,6 +88,25 @@ class Les02Parse(Node[Les02ParseConfig]):
 
         return self.split(source, route, _PORTS)
 
+    def process_batch(self, messages: list[Any]) -> Mapping[str, list[Any]]:
+        """The batch path (replay at speed max): the same routing as :meth:`build`'s."""
+        decode = self.decoder.decode
+        out: list[Any] = []
+        invalid: list[Any] = []
+        append = out.append
+        for msg in messages:
+            try:
+                result = decode(msg)
+            except Exception as exc:
+                self.report_error(msg, exc)
+                continue
+            if type(result) is Rejection or isinstance(result, Rejection):
+                self._count_invalid(result)
+                invalid.append(result.frame)
+            else:
+                append(result)
+        return {"out": out, "invalid": invalid}
+
     def _count_invalid(self, rej: Rejection) -> None:
         counters = self.counters
         counters.dropped += 1

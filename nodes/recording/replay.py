@@ -185,6 +185,8 @@ class Batch:
     #: the largest backward step and capped gap in this batch (recorded seconds)
     largest_step: float = 0.0
     largest_gap: float = 0.0
+    #: items already emitted (and taken out of ``items``) by the consumer
+    emitted: int = 0
 
 
 def read_batches(

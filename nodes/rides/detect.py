@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -71,8 +71,8 @@ class _Run:
             )
         return det
 
-    def emit_all(self, events: list[Event]) -> None:
-        emit = self.observer.on_next
+    def emit_all(self, events: list[Event], emit: Callable[[Any], None] | None = None) -> None:
+        emit = emit or self.observer.on_next
         counters = self.node.counters
         for ev in events:
             name = _COUNTED.get(ev["type"])
@@ -83,9 +83,35 @@ class _Run:
             emit(ev)
 
     def on_next(self, event: Any) -> None:
+        ts = self.handle(event, self.observer.on_next)
+        if ts is not None:
+            self.anchor(ts)
+
+    def on_batch(self, events: list[Any]) -> list[Any]:
+        """:meth:`on_next` for each event, emitting into the returned list (the live timer is
+        anchored once, at the last event's ts)."""
+        out: list[Any] = []
+        emit = out.append
+        handle = self.handle
+        last: float | None = None
+        for event in events:
+            try:
+                ts = handle(event, emit)
+            except Exception as exc:  # what the engine's inlet guard does per message
+                self.node.report_error(event, exc)
+                continue
+            if ts is not None:
+                last = ts
+        if last is not None:
+            self.anchor(last)
+        return out
+
+    def handle(self, event: Any, emit: Callable[[Any], None]) -> float | None:
+        """One event: emit it and what it made the detector decide, in time order; returns
+        the event's ts when it advances the frame clock (``None`` for bad input)."""
         if not isinstance(event, dict):
             self.node.bad_input(event, "not an event envelope (dict)")
-            return
+            return None
         ts = event.get("ts")
         source = event.get("source", "les02")
         if (
@@ -95,8 +121,8 @@ class _Run:
             or not isinstance(source, str)
         ):
             self.node.bad_input(event, "event without a finite numeric ts / string source")
-            self.observer.on_next(event)
-            return
+            emit(event)
+            return None
         made: list[Event]
         if event.get("type") == "position_sample":
             det = self.detector(source)
@@ -113,12 +139,12 @@ class _Run:
             made = det_or_none.advance(ts) if det_or_none is not None else []
         if made:
             before = [e for e in made if e["ts"] < ts]
-            self.emit_all(before)
-            self.observer.on_next(event)
-            self.emit_all(made[len(before) :])
+            self.emit_all(before, emit)
+            emit(event)
+            self.emit_all(made[len(before) :], emit)
         else:
-            self.observer.on_next(event)
-        self.anchor(ts)
+            emit(event)
+        return ts
 
     # -- live timer -------------------------------------------------------------------------
 
@@ -275,6 +301,13 @@ class RideDetect(Node[RideDetectConfig]):
             return Disposable(dispose)
 
         return {"out": Observable(subscribe)}
+
+    def process_batch(self, messages: list[Any]) -> Mapping[str, list[Any]]:
+        """The batch path (replay at speed max): the engine's subscription's state, each
+        event handled as :meth:`build`'s stream handles it."""
+        for run in self._runs:  # the engine subscribes the port once
+            return {"out": run.on_batch(messages)}
+        return {}
 
     async def stop(self) -> None:
         """Cancel the live timers (idempotent)."""
