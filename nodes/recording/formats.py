@@ -441,6 +441,102 @@ class _Lines:
             return ""
 
 
+#: characters read per block by the ``.log`` reader
+_BLOCK = 1 << 20
+
+
+class _OneLine:
+    """One line as the file of a python-can text reader."""
+
+    def __init__(self, line: str) -> None:
+        self._lines = [line]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def close(self) -> None:
+        pass
+
+
+class _CandumpFast:
+    """The common candump ``-L`` line -> the ``can.Message`` python-can's ``.log`` reader makes
+    of it, or ``None`` for any other line (which then takes the full path).
+
+    The common line: single spaces between 3 fields (or 4 with an ``R``/``T`` direction), no
+    other whitespace; a 3-hex-digit standard id up to 0x7FF or an 8-digit extended id without
+    the error flag; up to 8 whole data bytes in hex; a finite timestamp. For such a line the
+    values are computed with python-can's own operations (``float`` of the text between the
+    parentheses, ``int(id, 16)``, the channel as ``int`` when it is digits), and none of the
+    checks of the full path (:func:`candump_line_problem`, :func:`frame_problem`,
+    :func:`candump_error_frame`) has anything to say about it. Ids and channels are cached
+    (a recording has few of them).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, tuple[int, bool]] = {}
+        self._channels: dict[str, int | str] = {}
+
+    def _can_id(self, text: str) -> tuple[int, bool] | None:
+        n = len(text)
+        if n not in (3, 8) or not set(text) <= _HEX:
+            return None
+        value = int(text, 16)
+        if n == 3 and value > 0x7FF:  # out of range: frame_problem reports it
+            return None
+        if value & CAN_ERR_FLAG:  # error frames: python-can's and our own handling
+            return None
+        found = self._ids[text] = (value & 0x1FFFFFFF, n > 3)
+        return found
+
+    def _channel(self, text: str) -> int | str | None:
+        if text.isdigit():
+            if not text.isascii():
+                return None
+            value: int | str = int(text)
+        else:
+            value = text
+        self._channels[text] = value
+        return value
+
+    def parse(self, line: str) -> can.Message | None:
+        parts = line.split(" ")
+        n = len(parts)
+        if n == 3:
+            is_rx = True
+        elif n == 4 and parts[3] in _DIRECTIONS:
+            is_rx = parts[3] in "Rr"
+        else:
+            return None
+        if parts != line.split():  # other whitespace somewhere: the full path
+            return None
+        stamp, chan, frame = parts[0], parts[1], parts[2]
+        text, sep, data = frame.partition("#")
+        if not sep:
+            return None
+        ident = self._ids.get(text) or self._can_id(text)
+        if ident is None:
+            return None
+        channel = self._channels.get(chan)
+        if channel is None:
+            channel = self._channel(chan)
+            if channel is None:
+                return None
+        try:
+            payload = bytearray.fromhex(data)  # raises for anything but whole hex bytes
+            ts = float(stamp[1:-1])
+        except ValueError:
+            return None
+        dlc = len(payload)
+        if dlc > 8 or ts - ts != 0.0:  # more than 8 bytes; a timestamp that is not finite
+            return None
+        return can.Message(
+            ts, ident[0], ident[1], False, False, channel, dlc, payload, False, is_rx, False, False
+        )
+
+
+_DIRECTIONS: Final = frozenset(("R", "r", "T", "t"))
+
+
 class RecordingReader:
     """Iterate the frames (or, for ``.jsonl``, the events) of one recording, tolerantly.
 
@@ -549,20 +645,83 @@ class RecordingReader:
             self._on_problem(Problem(self.path, where, message))
 
     def _finish_lines(self, lines: _Lines) -> None:
-        if lines.torn is not None:
-            n, text = lines.torn
+        self._finish(lines.torn, lines.broken, lines.lineno)
+
+    def _finish(
+        self, torn: tuple[int, str] | None, broken: BaseException | None, lineno: int
+    ) -> None:
+        if torn is not None:
+            n, text = torn
             self._problem(
                 f"line {n}",
                 f"unterminated last line (torn write?) skipped: {_clip(text)}",
             )
-        if lines.broken is not None:
+        if broken is not None:
             self._problem(
-                f"line {lines.lineno + 1}",
-                f"compressed data ends early or is corrupt ({lines.broken}); "
+                f"line {lineno + 1}",
+                f"compressed data ends early or is corrupt ({broken}); "
                 "the rest of the file is lost",
             )
 
     def _iter_text(self) -> Iterator[can.Message]:
+        if self.fmt.base == ".log" and not self.fmt.compressed:
+            yield from self._iter_candump()
+        else:
+            yield from self._iter_text_lines()
+
+    def _iter_candump(self) -> Iterator[can.Message]:
+        """``.log`` files, read in large blocks: the common line (what candump and python-can
+        write) is parsed by :class:`_CandumpFast` with the same operations python-can's
+        reader applies; any other line goes through python-can's reader and every check of
+        the line-by-line path (:meth:`_candump_line`), so frames, problems and their line
+        numbers are the same (tests/nodes/test_candump_fast.py)."""
+        text = self._text
+        assert text is not None
+        fast = _CandumpFast()
+        parse = fast.parse
+        slow = self._candump_line
+        lineno = 0
+        rest = ""
+        broken: BaseException | None = None
+        while True:
+            try:
+                block = text.read(_BLOCK)
+            except (EOFError, OSError, ValueError) as exc:  # a bad fd, an I/O error
+                broken = exc
+                break
+            if not block:
+                break
+            lines = (rest + block).split("\n") if rest else block.split("\n")
+            rest = lines.pop()
+            for line in lines:
+                lineno += 1
+                msg = parse(line)
+                if msg is None:
+                    yield from slow(line + "\n", lineno)
+                else:
+                    yield msg
+        torn = (lineno + 1, rest) if rest.strip() else None
+        self._finish(torn, broken, lineno)
+
+    def _candump_line(self, line: str, lineno: int) -> Iterator[can.Message]:
+        """One candump line through python-can's reader and the checks of
+        :meth:`_iter_text_lines` (what that path does with it)."""
+        try:
+            msgs = list(can.CanutilsLogReader(file=_OneLine(line)))
+        except Exception as exc:
+            self._problem(f"line {lineno}", f"corrupt line skipped ({type(exc).__name__}: {exc})")
+            return
+        for msg in msgs:
+            msg = candump_error_frame(line, msg)
+            problem = candump_line_problem(line) or frame_problem(msg)
+            if problem:
+                self._problem(
+                    f"line {lineno}", f"invalid frame skipped: {problem}: {_clip(line)}"
+                )
+                continue
+            yield msg
+
+    def _iter_text_lines(self) -> Iterator[can.Message]:
         assert self._text is not None and self.fmt.reader is not None
         lines = _Lines(self._text)
         kwargs: dict[str, Any] = {}
