@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .clilog import flush_logs, setup_logging
+from .clilog import CliLog, flush_logs
 from .registry import RegistryError
 
 __all__ = ["build_parser", "main"]
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "log_level", None) or "INFO", getattr(args, "log_file", None))
+    output = CliLog(getattr(args, "log_level", None) or "INFO", getattr(args, "log_file", None))
+    output.install()  # the run's one process-wide logging change; closed below
     try:
         code: int = args.func(args)
     except RegistryError as exc:
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"les02-flow: {exc}", file=sys.stderr)
         return 1
     finally:
-        flush_logs()
+        output.close()
     return code
 
 

@@ -68,8 +68,11 @@ __all__ = [
     "Counters",
     "FlowView",
     "Kind",
+    "LibraryLog",
+    "Logger",
     "Node",
     "NodeConfig",
+    "NodeLogAdapter",
     "NodeStartError",
     "NodeStatus",
     "RateLimitedLog",
@@ -148,6 +151,19 @@ class NodeLogAdapter(logging.LoggerAdapter[logging.Logger]):
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{self.prefix}: {msg}", kwargs
+
+
+class LibraryLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger handed to a library a node drives (``websockets``): it passes only warnings
+    and errors while ``logger`` has no level of its own (``NOTSET``), everything its level
+    allows once one is configured. It changes no logger's level (see :meth:`Context.library_log`).
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        logger = self.logger
+        if logger.level == logging.NOTSET and level < logging.WARNING:
+            return False
+        return logger.isEnabledFor(level)
 
 
 class RateLimitedLog:
@@ -264,6 +280,13 @@ class Context:
         ("les02_sim 'sim': up", {})
         """
         return NodeLogAdapter(self.logger, f"{type_name or 'node'} '{self.node_id}'")
+
+    def library_log(self, name: str) -> LibraryLog:
+        """The logger to hand to a library this node drives (``websockets``): the child
+        ``name`` of this node's logger, quiet below WARNING unless that child has a level
+        configured. (Setting the level instead would be a process-wide change made by a node.)
+        """
+        return LibraryLog(self.logger.getChild(name), {})
 
     def set_status(self, state: StatusState, text: str = "") -> None:
         """Set this node's status (cheap: call it on changes, not per message)."""

@@ -245,9 +245,7 @@ class WebConsole(Node[WebConsoleConfig]):
         package = resources.files(__package__ or "les02_flow.nodes.web") / "static"
         for _, (name, _type) in STATIC_FILES.items():
             self._static[name] = (package / name).read_bytes()
-        ws_log = self.ctx.logger.getChild("websockets")
-        if ws_log.level == logging.NOTSET:
-            ws_log.setLevel(logging.WARNING)
+        ws_log = self.ctx.library_log("websockets")
         try:
             self._server = await serve(
                 self._handle,

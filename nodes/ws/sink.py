@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -265,9 +264,7 @@ class WsSink(Node[WsSinkConfig]):
         self._flusher = FlushScheduler(asyncio.get_running_loop(), self._flush)
         # websockets logs every connection at INFO; this node logs its own lines (with the
         # client count), so keep the library's to warnings unless configured otherwise.
-        ws_log = self.ctx.logger.getChild("websockets")
-        if ws_log.level == logging.NOTSET:
-            ws_log.setLevel(logging.WARNING)
+        ws_log = self.ctx.library_log("websockets")
         if cfg.token_env is not None:
             secret = os.environ.get(cfg.token_env, "")
             if not secret:

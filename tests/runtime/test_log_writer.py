@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import queue
+from collections.abc import Iterator
+from pathlib import Path
 
-from les02_flow.clilog import _LogWriter, _QueueingHandler
+import pytest
+
+from les02_flow import clilog
+from les02_flow.clilog import CliLog, _LogWriter, _QueueingHandler, flush_logs, installed_log
 
 
 def _record(msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
@@ -64,3 +69,47 @@ def test_the_writer_formats_messages_and_tracebacks_from_the_queue() -> None:
     assert text.startswith("INFO failed x\nTraceback (most recent call last):")
     assert "ValueError: boom" in text
     assert text.endswith("INFO done 100%\n")
+
+
+@pytest.fixture
+def root_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+@pytest.mark.usefixtures("root_restored")
+def test_the_log_output_is_an_object_owned_by_the_run_not_a_module_global() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    a = CliLog("INFO", stream=first).install()
+    assert installed_log() is a and a.writer.is_alive()
+    logging.getLogger("les02_flow.node.x").info("one %d", 1)
+    flush_logs()
+    assert first.getvalue().endswith("INFO    les02_flow.node.x: one 1\n")
+    assert not [v for v in vars(clilog).values() if isinstance(v, (CliLog, _LogWriter))]
+
+    b = CliLog("WARNING", stream=second).install()  # a second run replaces (and closes) the first
+    assert installed_log() is b
+    assert not a.writer.is_alive()
+    logging.getLogger("les02_flow").info("not at WARNING")
+    logging.getLogger("les02_flow").warning("two")
+    flush_logs()
+    assert second.getvalue().endswith("WARNING les02_flow: two\n")
+    assert "two" not in first.getvalue()
+
+    b.close()
+    b.close()  # idempotent
+    assert installed_log() is None and not b.writer.is_alive()
+    assert b.handler not in logging.getLogger().handlers
+    flush_logs()  # nothing installed: nothing to do
+
+
+@pytest.mark.usefixtures("root_restored")
+def test_the_log_file_gets_what_stderr_gets(tmp_path: Path) -> None:
+    path, err = tmp_path / "run.log", io.StringIO()
+    output = CliLog("INFO", str(path), stream=err).install()
+    logging.getLogger("les02_flow").info("to both")
+    output.close()
+    assert path.read_text(encoding="utf-8").endswith("les02_flow: to both\n")
+    assert err.getvalue().endswith("les02_flow: to both\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 import can
 import pytest
 import yaml
+from websockets.asyncio.client import connect
 
 from les02_flow.compiler import compile_document
 from les02_flow.flowfile import load_flow_text
 from les02_flow.node import Context, Node, NodeConfig, NodeLogAdapter, RateLimitedLog
 from les02_flow.nodes.simbus import send_frame, shutdown_bus
+from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
 from les02_flow.registry import default_registry
+from les02_flow.testing import wait_until
 
 NODES = Path(__file__).resolve().parents[2] / "nodes"
 TYPES = list(default_registry())
@@ -99,3 +103,37 @@ def test_every_node_logs_through_its_prefixed_logger(cls: type[Node[NodeConfig]]
     assert limited, "every node has at least the per-message error log"
     for log in limited:
         assert log._logger is node.log, f"{cls.type_name}: a RateLimitedLog not on self.log"
+
+
+def test_library_log_is_quiet_below_warning_without_changing_a_level() -> None:
+    ctx = Context("ws", logging.getLogger("les02_flow.node.test-liblog"))
+    log = ctx.library_log("websockets")
+    child = logging.getLogger("les02_flow.node.test-liblog.websockets")
+    assert log.logger is child and child.level == logging.NOTSET  # nothing was set
+    assert not log.isEnabledFor(logging.INFO) and log.isEnabledFor(logging.WARNING)
+    child.setLevel(logging.DEBUG)  # what a user's logging config would do
+    try:
+        assert log.isEnabledFor(logging.DEBUG)
+    finally:
+        child.setLevel(logging.NOTSET)
+
+
+def test_ws_sink_keeps_websockets_info_lines_out_of_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = Context("ws", logging.getLogger("les02_flow.node.ws"))
+    sink = WsSink("ws", WsSinkConfig(host="127.0.0.1", port=0), ctx)
+
+    async def main() -> None:
+        await sink.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{sink.port}/", proxy=None):
+                await wait_until(lambda: "connected" in caplog.text, "the connect line")
+        finally:
+            await sink.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="les02_flow"):
+        asyncio.run(main())
+    assert "ws_sink 'ws': client " in caplog.text  # the node's own line, prefixed
+    assert not [r for r in caplog.records if r.name.endswith(".websockets")], caplog.text
+    assert logging.getLogger("les02_flow.node.ws.websockets").level == logging.NOTSET
