@@ -715,9 +715,7 @@ class RecordingReader:
             msg = candump_error_frame(line, msg)
             problem = candump_line_problem(line) or frame_problem(msg)
             if problem:
-                self._problem(
-                    f"line {lineno}", f"invalid frame skipped: {problem}: {_clip(line)}"
-                )
+                self._problem(f"line {lineno}", f"invalid frame skipped: {problem}: {_clip(line)}")
                 continue
             yield msg
 
