@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TextIO, cast
 
 import can
 from can.io.generic import MessageReader, MessageWriter
@@ -707,7 +707,7 @@ class RecordingReader:
         """One candump line through python-can's reader and the checks of
         :meth:`_iter_text_lines` (what that path does with it)."""
         try:
-            msgs = list(can.CanutilsLogReader(file=_OneLine(line)))
+            msgs = list(can.CanutilsLogReader(file=cast(TextIO, _OneLine(line))))
         except Exception as exc:
             self._problem(f"line {lineno}", f"corrupt line skipped ({type(exc).__name__}: {exc})")
             return
