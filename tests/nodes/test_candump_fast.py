@@ -11,6 +11,7 @@ them -- and must give the same frames (every attribute, with its type) and the s
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ GOOD = [
     "(1_000.5) can0 080#00",
     "(1e3) can0 080#00 t",
 ]
-MUTATIONS = [
+MUTATIONS: list[Callable[[str, random.Random], str]] = [
     lambda s, r: s.replace(" ", "  ", 1),
     lambda s, r: s.replace(" ", "\t", 1),
     lambda s, r: s.replace("#00", "#00\t", 1),  # fromhex() skips whitespace between bytes
