@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from les02_flow.conditions import Condition, all_of, conditions_kind
-from les02_flow.node import Kind, Node, NodeConfig, split_stream
+from les02_flow.node import Kind, Node, NodeConfig
 
 __all__ = ["Filter", "FilterConfig", "IdMask", "frame_predicate"]
 
@@ -233,29 +233,14 @@ class Filter(Node[FilterConfig]):
             raise ValueError(f"{self.log.prefix} needs an input")
         match = frame_predicate(self.config)
         invert = self.config.invert
-        report = self.report_error
         counters = self.counters
 
-        def subscribe(
-            observer: abc.ObserverBase[tuple[str, Any]],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            emit = observer.on_next
+        def route(m: Any) -> tuple[str, Any]:
+            if (not match(m)) is invert:
+                return ("out", m)
+            counters.bump("rejected")
+            return ("rejected", m)
 
-            def on_next(m: Any) -> None:
-                try:
-                    ok = match(m)
-                except Exception as exc:  # predicates never raise; keep the stream anyway
-                    report(m, exc)
-                    return
-                if (not ok) is invert:
-                    emit(("out", m))
-                else:
-                    counters.bump("rejected")
-                    emit(("rejected", m))
-
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return split_stream(Observable(subscribe), _PORTS)
+        # one port per message: Node.split (an exception in a predicate is reported, the
+        # message skipped, the stream goes on -- predicates never raise)
+        return self.split(source, route, _PORTS)
