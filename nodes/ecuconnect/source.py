@@ -22,6 +22,7 @@ from reactivex.subject import Subject
 
 from les02_flow.configfields import RetryFields
 from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.nodes.background import ConnectTask
 from les02_flow.nodes.can_source import Backoff
 
 from .codec import Decoder, EcuconnectProtocolError
@@ -130,9 +131,8 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
     def __init__(self, node_id: str, config: EcuconnectSourceConfig, ctx: Context) -> None:
         super().__init__(node_id, config, ctx)
         self._subject: Subject[can.Message] = Subject()
-        self._task: asyncio.Task[None] | None = None
+        self._connect = ConnectTask(f"ecuconnect_source {node_id}", STOP_TIMEOUT)
         self._writer: asyncio.StreamWriter | None = None
-        self._stopped = False
         #: ``host:port`` of the current connection, or ``None``
         self.connected_to: str | None = None
 
@@ -151,29 +151,16 @@ class EcuconnectSource(Node[EcuconnectSourceConfig]):
 
     async def start(self) -> None:
         """Start connecting in the background (never raises for an unreachable logger)."""
-        if self._task is None and not self._stopped:
-            self._task = self.ctx.get_loop().create_task(
-                self._run(), name=f"ecuconnect_source {self.node_id}"
-            )
+        self._connect.start(self.ctx.get_loop(), self._run)
 
     async def stop(self) -> None:
         """Close the connection, complete ``out``. Idempotent, bounded, never raises."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            task = self._task
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=STOP_TIMEOUT)
-            writer = self._writer
-            if writer is not None:
-                writer.transport.abort()
-        except Exception as exc:
-            self.log.warning("error while stopping: %s", exc)
-        finally:
-            with contextlib.suppress(Exception):
-                self._subject.on_completed()
+        await self._connect.stop(self.log, self._abort, self._subject.on_completed)
+
+    def _abort(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.transport.abort()
 
     # -- connection loop ---------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ duplicates (a ``seq`` already seen from that site, source and spool) are dropped
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from reactivex import Observable
 
 from les02_flow.events import EdgeStatusPayload, Event, make_event
 from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
+from les02_flow.nodes.background import ConnectTask
 from les02_flow.streams import HotPort
 
 from .codec import FRAMES_TYPE, CodecError, TopicTemplate, decode_event_payload, decode_frames
@@ -166,8 +166,7 @@ class MqttSource(Node[MqttSourceConfig]):
             TopicTemplate(config.state_topic, ("site", "source")) if config.state_topic else None
         )
         self._last_seq: dict[tuple[str, str, str], int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
+        self._connect = ConnectTask(f"mqtt_source {node_id}", STOP_TIMEOUT)
         self._client_id = config.client_id or f"les02-central-{node_id}"
         self._v5 = config.protocol != "3.1.1"
         self._fail_log = RateLimitedLog(self.log, 30.0)
@@ -180,29 +179,13 @@ class MqttSource(Node[MqttSourceConfig]):
 
     async def start(self) -> None:
         """Check the settings and start connecting in the background."""
-        if self._task is None and not self._stopped:
+        if self._connect.task is None and not self._connect.stopped:
             client_kwargs(self.config, self.log.prefix, self._client_id, self._v5)
-            self._task = self.ctx.get_loop().create_task(
-                self._run(), name=f"mqtt_source {self.node_id}"
-            )
+            self._connect.start(self.ctx.get_loop(), self._run)
 
     async def stop(self) -> None:
         """Disconnect and complete both ports. Idempotent, bounded, never raises."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            task = self._task
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=STOP_TIMEOUT)
-        except Exception as exc:
-            self.log.warning("error while stopping: %s", exc)
-        finally:
-            with contextlib.suppress(Exception):
-                self._events.on_completed()
-            with contextlib.suppress(Exception):
-                self._frames.on_completed()
+        await self._connect.stop(self.log, self._events.on_completed, self._frames.on_completed)
 
     # -- decoding (plain, on the loop) -------------------------------------------------------
 
@@ -262,7 +245,7 @@ class MqttSource(Node[MqttSourceConfig]):
     async def _run(self) -> None:
         cfg = self.config
         backoff = Backoff(cfg.backoff_min, cfg.backoff_max)
-        while not self._stopped:
+        while not self._connect.stopped:
             try:
                 kw = client_kwargs(cfg, self.log.prefix, self._client_id, self._v5)
                 kw["logger"] = logging.getLogger("les02_flow.mqtt.paho")
