@@ -65,6 +65,7 @@ NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 
 #: (rate, WS clients, TCP clients)
 SCENARIOS = ((500, 1, 0), (500, 10, 2), (12600, 10, 2))
 SYSTEMS = ("les02-flow", "seed")
+ALL_SYSTEMS = (*SYSTEMS, "floor-recv", "floor-write")
 #: seconds the harness waits after sending at least, and at most for the SUT to go idle
 DRAIN = 2.0
 DRAIN_MAX = 60.0
@@ -239,10 +240,12 @@ def run_one(
     label: str,
     profile: Path | None = None,
     extra_set: tuple[str, ...] = (),
+    floor_window: float = 0.0,
 ) -> Result:
     tmp = tempfile.mkdtemp(prefix="bench-crossbus-")
     res = Result(system, rate, n_ws, n_tcp)
-    if system == "les02-flow":
+    if system.split("+", 1)[0] == "les02-flow":  # les02-flow+node.key=value+...: with --set
+        extra_set = (*extra_set, *system.split("+")[1:])
         exe = str(Path(sys.executable).with_name("les02-flow"))
         cmd = [exe, "run", str(FLOW), "--log-level", "INFO"]
         for kv in (
@@ -254,6 +257,13 @@ def run_one(
         ):  # fmt: skip
             cmd += ["--set", kv]
         cmd += ["--stats-interval", "0"]
+        sut = _popen(cmd, stderr=open(f"{tmp}/sut.err", "w"))  # noqa: SIM115
+    elif system.startswith("floor"):
+        cmd = [sys.executable, "-m", "bench.crossfloor", "--channel", GROUP, "--port",
+               str(UDP_PORT), "--ws-port", str(WS_PORT), "--tcp-port", str(TCP_PORT),
+               "--window", str(floor_window)]  # fmt: skip
+        if system == "floor-write":
+            cmd.append("--write")
         sut = _popen(cmd, stderr=open(f"{tmp}/sut.err", "w"))  # noqa: SIM115
     else:
         cmd = [sys.executable, "-m", "bench.baselines.seed_listener", "--serve", "--channel",
@@ -333,7 +343,7 @@ def run_one(
         if sut.stdin is not None:
             sut.stdin.close()  # the seed stops at EOF
         sut.wait(20)
-        if system == "les02-flow":
+        if system.startswith("les02-flow"):
             log = Path(tmp) / "bench.log"
             with log.open(encoding="utf-8", errors="replace") as f:
                 res.recorded = sum(1 for line in f if line.startswith("("))
@@ -366,14 +376,17 @@ def main(
     command: str,
     scenarios: tuple[tuple[int, int, int], ...] = SCENARIOS,
     extra_set: tuple[str, ...] = (),
+    systems: tuple[str, ...] = SYSTEMS,
+    floor_window: float = 0.0,
 ) -> list[Result]:
     t_start = time.monotonic()
     results: list[Result] = []
-    total = len(scenarios) * len(SYSTEMS)
+    total = len(scenarios) * len(systems)
     for rate, n_ws, n_tcp in scenarios:
-        for system in SYSTEMS:
+        for system in systems:
             label = f"{len(results) + 1}/{total} {system} {rate:,}/s {n_ws} WS + {n_tcp} TCP"
-            results.append(run_one(system, rate, n_ws, n_tcp, duration, label, extra_set=extra_set))
+            results.append(run_one(system, rate, n_ws, n_tcp, duration, label,
+                                   extra_set=extra_set, floor_window=floor_window))  # fmt: skip
             sys.stderr.write("\n")
             print(results[-1].row(), flush=True)
     elapsed = time.monotonic() - t_start
@@ -443,6 +456,19 @@ def _cli() -> int:
         metavar="RATE:WS:TCP",
         help="instead of the default three, e.g. 500:1:0",
     )
+    p.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, of {', '.join(ALL_SYSTEMS)} (default: {','.join(SYSTEMS)}); "
+        "floor-recv / floor-write: bench.crossfloor, a do-nothing receiver of the same bus; "
+        "les02-flow+NODE.KEY=VALUE[+...]: les02-flow with these --set (variants in one run)",
+    )
+    p.add_argument(
+        "--floor-window",
+        type=float,
+        default=0.0,
+        help="floor systems: seconds they leave the socket alone after a read",
+    )
     p.add_argument("--rate", type=int, default=12600, help="with --profile")
     p.add_argument("--ws", type=int, default=10, help="with --profile")
     p.add_argument("--tcp", type=int, default=2, help="with --profile")
@@ -463,7 +489,12 @@ def _cli() -> int:
         return 0
     command = ".venv/bin/python -m bench.crossbus" + (f" {' '.join(argv)}" if argv else "")
     scenarios = tuple(tuple(int(x) for x in sc.split(":")) for sc in a.scenario) or SCENARIOS
-    main(duration, not a.no_append, command, scenarios, tuple(a.set))  # type: ignore[arg-type]
+    systems = tuple(x for x in a.systems.split(",") if x)
+    unknown = sorted(x for x in systems if x.split("+", 1)[0] not in ALL_SYSTEMS)
+    if unknown:
+        p.error(f"unknown system(s) {', '.join(unknown)}: choose from {', '.join(ALL_SYSTEMS)}")
+    main(duration, not a.no_append, command, scenarios, tuple(a.set), systems,  # type: ignore[arg-type]
+         a.floor_window)  # fmt: skip
     return 0
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "UdpMulticastReader",
     "fd_reader",
     "proc_udp_drops",
+    "udp_frame",
 ]
 
 #: ``SO_RXQ_OVFL`` (Linux ``asm-generic/socket.h``); Python names it only on some builds
@@ -185,6 +186,92 @@ class FdReader:
         return self._filtered or self._matches(msg)
 
 
+# python-can's pack_message() of a classic (non-FD) data frame, field by field in its order:
+# a map of 11: the timestamp as float64 (replaced by the kernel stamp), the id (any unsigned
+# int encoding), is_extended_id, is_remote_frame false, is_error_frame false, the channel (nil
+# or a str of < 32 bytes), dlc 0..8, data as bin8 of dlc bytes, then is_fd, bitrate_switch and
+# error_state_indicator false, and nothing after that.
+_UDP_START = b"\x8b\xa9timestamp\xcb"
+_UDP_ID = b"\xaearbitration_id"
+_UDP_FLAGS = b"\xaeis_extended_id%c\xafis_remote_frame\xc2\xaeis_error_frame\xc2\xa7channel"
+_UDP_STD = _UDP_FLAGS % 0xC2
+_UDP_EXT = _UDP_FLAGS % 0xC3
+_UDP_DLC = b"\xa3dlc"
+_UDP_DATA = b"\xa4data\xc4"
+_UDP_END = b"\xa5is_fd\xc2\xaebitrate_switch\xc2\xb5error_state_indicator\xc2"
+
+
+def udp_frame(data: bytes, timestamp: float) -> can.Message | None:
+    """A python-can ``udp_multicast`` datagram of a classic data frame as a ``can.Message``,
+    the timestamp replaced by ``timestamp``; ``None``: anything else (decode it in full).
+
+    The common case without msgpack's dict and ``Message(check=True, **fields)``: it accepts
+    only the exact layout python-can's ``pack_message`` writes for a classic data frame that
+    passes python-can's checks (id in range, dlc == len(data) <= 8, not remote, error or FD),
+    so what it returns equals python-can's own decoding; tests compare the two on every kind
+    of frame and on damaged datagrams.
+
+    >>> from can.interfaces.udp_multicast.utils import pack_message
+    >>> m = udp_frame(pack_message(can.Message(arbitration_id=0x80, data=b"\\x01\\x02",
+    ...                                         is_extended_id=False)), 12.5)
+    >>> m.arbitration_id, bytes(m.data), m.dlc, m.timestamp, m.is_extended_id, m.channel
+    (128, b'\\x01\\x02', 2, 12.5, False, None)
+    """
+    try:
+        if not (data.startswith(_UDP_START) and data.startswith(_UDP_ID, 20)):
+            return None
+        b = data[35]
+        if b < 0x80:  # positive fixint
+            arbitration_id, pos = b, 36
+        elif b == 0xCC:
+            arbitration_id, pos = data[36], 37
+        elif b == 0xCD:
+            arbitration_id, pos = (data[36] << 8) | data[37], 38
+        elif b == 0xCE:
+            arbitration_id, pos = int.from_bytes(data[36:40], "big"), 40
+        else:
+            return None
+        if data.startswith(_UDP_STD, pos):
+            extended = False
+            if arbitration_id >= 0x800:
+                return None
+        elif data.startswith(_UDP_EXT, pos):
+            extended = True
+            if arbitration_id >= 0x20000000:
+                return None
+        else:
+            return None
+        pos += len(_UDP_STD)
+        b = data[pos]
+        pos += 1
+        channel: str | None = None
+        if b != 0xC0:  # not nil: a fixstr
+            if not 0xA0 <= b <= 0xBF:
+                return None
+            end = pos + b - 0xA0
+            channel = data[pos:end].decode()
+            pos = end
+        if not data.startswith(_UDP_DLC, pos):
+            return None
+        dlc = data[pos + 4]
+        if dlc > 8 or not data.startswith(_UDP_DATA, pos + 5) or data[pos + 11] != dlc:
+            return None
+        start = pos + 12
+        end = start + dlc
+        if len(data) != end + len(_UDP_END) or not data.startswith(_UDP_END, end):
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    if not 0.0 <= timestamp < _INF:  # Message._check: not negative, infinite or NaN
+        return None
+    return _Message(timestamp, arbitration_id, extended, False, False, channel, dlc,
+                    bytearray(data[start:end]))  # fmt: skip
+
+
+_INF = float("inf")
+_Message = can.Message
+
+
 class UdpMulticastReader(FdReader):
     """python-can's ``udp_multicast`` bus (msgpack datagrams, one frame each)."""
 
@@ -215,6 +302,10 @@ class UdpMulticastReader(FdReader):
         # As can.interfaces.udp_multicast.utils.unpack_message(data, replace={"timestamp":
         # ts}, check=True), then UdpMulticastBus._recv_internal's FD rule, then BusABC.recv's
         # software filters.
+        if self._timestamps:
+            msg = udp_frame(raw[0], raw[1])
+            if msg is not None:  # a classic frame as python-can packs it (no FD: no FD rule)
+                return msg if self._filtered or self._matches(msg) else None
         fields = self._unpackb(raw[0], raw=False)
         if not isinstance(fields, dict):
             raise ValueError(f"not a python-can udp_multicast frame: {type(fields).__name__}")

@@ -121,9 +121,13 @@ def test_kernel_drops_are_counted_exactly(report: dict[str, Any]) -> None:
 
 def test_read_interval_batches_wake_ups_and_loses_nothing(report: dict[str, Any]) -> None:
     rest = report["rest"]
-    assert rest["frames"] == list(range(200))
-    # 200 frames over >= 50 ms in bursts: a 20 ms rest gathers them into a few wake-ups
-    assert 1 <= rest["wakeups"] < 50, rest["wakeups"]
+    assert rest["frames"] == list(range(301))
+    # 300 frames over >= 150 ms in 30 bursts: a 20 ms interval gathers them into few reads
+    assert 1 <= rest["reads"] < 30, rest["reads"]
+    # while frames keep coming the socket is polled on the timer, not watched again and
+    # again (an epoll_ctl per interval); once they stop it is watched again, exactly once
+    assert rest["watches_during"] <= 1, rest
+    assert rest["watching_again"] == 1, rest
 
 
 def test_a_full_backlog_pauses_reading_and_loses_nothing(report: dict[str, Any]) -> None:
@@ -334,23 +338,53 @@ async def _rest(port: int) -> dict[str, Any]:
     got: list[int] = []
     node.build(None)["out"].subscribe(lambda m: got.append(int.from_bytes(m.data, "big")))
     await node.start()
+    await wait_until(
+        lambda: node._session is not None and node._session.reader is not None, "reading"
+    )
+    reader = node._session.reader
+    reads = [0]
+    real_read = reader.read
+
+    def counting_read(out: Any, limit: int) -> bool:
+        reads[0] += 1
+        return bool(real_read(out, limit))
+
+    reader.read = counting_read
+    loop = asyncio.get_running_loop()
+    watches = [0]
+    real_add = loop.add_reader
+
+    def counting_add(fd: Any, *args: Any) -> None:
+        watches[0] += 1
+        real_add(fd, *args)
+
+    loop.add_reader = counting_add  # type: ignore[method-assign,assignment]
     sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
-    wakeups = [0]
-    original = node._on_fd_readable
-
-    def counting(session: Any) -> None:
-        wakeups[0] += 1
-        original(session)
-
-    node._on_fd_readable = counting  # the next add_reader registers the counting wrapper
-    for i in range(200):
+    # 300 frames in bursts of 10, 5 ms apart (sent from this loop: a stalled loop stalls both)
+    for i in range(300):
         sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
-        if i % 20 == 19:
+        if i % 10 == 9:
             await asyncio.sleep(0.005)
-    await wait_until(lambda: len(got) >= 200, "len(got) >= 200")
+    watches_during = watches[0]
+    await wait_until(lambda: len(got) >= 300, "len(got) >= 300")
+    # traffic over: the first poll that finds nothing watches the socket again ...
+    await wait_until(
+        lambda: watches[0] > watches_during and node._session.rest_timer is None,
+        "watching the socket again",
+    )
+    watching_again = watches[0] - watches_during
+    # ... so a lone frame is read on readiness
+    sender.send(can.Message(arbitration_id=0x80, data=(300).to_bytes(2, "big")))
+    await wait_until(lambda: len(got) >= 301, "len(got) >= 301")
+    loop.add_reader = real_add  # type: ignore[method-assign]
     await node.stop()
     sender.shutdown()
-    return {"frames": got, "wakeups": wakeups[0]}
+    return {
+        "frames": got,
+        "reads": reads[0],
+        "watches_during": watches_during,
+        "watching_again": watching_again,
+    }
 
 
 async def _backlog(port: int) -> dict[str, Any]:
@@ -358,7 +392,7 @@ async def _backlog(port: int) -> dict[str, Any]:
     import les02_flow.nodes.can_source as can_source
 
     can_source.BACKLOG_LIMIT = 40
-    node = _node(port)
+    node = _node(port, read_interval=0)  # every remove_reader is then a pause
     got: list[int] = []
     node.build(None)["out"].subscribe(lambda m: got.append(int.from_bytes(m.data, "big")))
     await node.start()
