@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from les02_flow.configfields import CanIdInt
+from les02_flow.configfields import CanIdInt, EventTypes, WindowEnd, WindowStart, check_window
 from les02_flow.loopcall import post as _post
 from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, RateLimitedLog
 from les02_flow.nodes.can_source import CanFilter
@@ -92,16 +92,8 @@ class ReplaySourceConfig(NodeConfig):
         "replay clock (replay start + its offset / speed; at speed max the recorded spacing "
         "is kept).",
     )
-    start: float = Field(
-        default=0.0,
-        ge=0,
-        description="Skip the first seconds of the recording (from its first item).",
-    )
-    end: float | None = Field(
-        default=None,
-        gt=0,
-        description="Stop at this many seconds after the first item. Unset = to the end.",
-    )
+    start: WindowStart = 0.0
+    end: WindowEnd = None
     ids: list[CanIdInt] = Field(
         default_factory=list,
         description="Replay only frames with these CAN ids (hex like 0x80 is fine); "
@@ -112,10 +104,7 @@ class ReplaySourceConfig(NodeConfig):
         description="Replay only frames matching one {can_id, can_mask, extended} filter "
         "(id & can_mask == can_id & can_mask). Empty = all.",
     )
-    types: list[str] = Field(
-        default_factory=list,
-        description="For .jsonl recordings: replay only events of these types. Empty = all.",
-    )
+    types: EventTypes
     progress: float = Field(
         default=0.0,
         ge=0,
@@ -143,8 +132,7 @@ class ReplaySourceConfig(NodeConfig):
             raise ValueError(f"speed must be > 0 or 'max', got {self.speed}")
         if isinstance(self.loop, int) and self.loop < 1:
             raise ValueError(f"loop must be >= 1 or 'forever', got {self.loop}")
-        if self.end is not None and self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        check_window(self.start, self.end)
         return self
 
 

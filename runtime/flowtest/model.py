@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from les02_flow.conditions import Condition
-from les02_flow.configfields import int_text
+from les02_flow.configfields import EventTypes, WindowEnd, WindowStart, check_window, int_text
 
 __all__ = [
     "CountBound",
@@ -309,22 +309,12 @@ class TestInput(BaseModel):
         description="A recording (.log .asc .blf .csv .trc .db, or .jsonl events; .gz "
         "variants), relative to the test file.",
     )
-    start: float = Field(
-        default=0.0,
-        ge=0,
-        description="Skip the first seconds of the recording (from its first item).",
-    )
-    end: float | None = Field(
-        default=None,
-        gt=0,
-        description="Stop at this many seconds after the recording's first item.",
-    )
+    start: WindowStart = 0.0
+    end: WindowEnd = None
     ids: list[int] = Field(
         default_factory=list, description="Only frames with these CAN ids (e.g. [0x80, 0x81])."
     )
-    types: list[str] = Field(
-        default_factory=list, description="Only events of these types (.jsonl recordings)."
-    )
+    types: EventTypes
     frames: list[InlineFrame] | None = Field(
         default=None,
         description="Frames written in the test: candump-style strings like '080#000DAC00' "
@@ -387,8 +377,7 @@ class TestInput(BaseModel):
                 "input needs exactly one of file, frames, events"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if self.end is not None and self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        check_window(self.start, self.end)
         return self
 
 

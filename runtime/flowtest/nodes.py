@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import can
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex import Observable
 
 from les02_flow.node import Context, Kind, Node, NodeConfig
+from les02_flow.streams import HotPort
 
 __all__ = ["Capture", "CaptureConfig", "InputConfig", "TestInputNode", "input_class", "snapshot"]
 
@@ -25,43 +25,6 @@ class InputConfig(NodeConfig):
 
 class CaptureConfig(NodeConfig):
     """No settings."""
-
-
-class _HotPort:
-    """A hot observable the runner emits into directly."""
-
-    def __init__(self) -> None:
-        self.observers: list[abc.ObserverBase[Any]] = []
-        self.completed = False
-
-    def observable(self) -> Observable[Any]:
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            if self.completed:
-                observer.on_completed()
-                return Disposable()
-            self.observers.append(observer)
-
-            def dispose() -> None:
-                if observer in self.observers:
-                    self.observers.remove(observer)
-
-            return Disposable(dispose)
-
-        return Observable(subscribe)
-
-    def on_next(self, value: Any) -> None:
-        for observer in list(self.observers):
-            observer.on_next(value)
-
-    def on_completed(self) -> None:
-        if self.completed:
-            return
-        self.completed = True
-        observers, self.observers = self.observers, []
-        for observer in observers:
-            observer.on_completed()
 
 
 class TestInputNode(Node[NodeConfig]):
@@ -77,11 +40,11 @@ class TestInputNode(Node[NodeConfig]):
     replaces: ClassVar[str] = ""
 
     def build(self, source: Observable[Any] | None) -> Mapping[str, Observable[Any]]:
-        self.ports = {port: _HotPort() for port in self.output_ports}
-        return {port: hot.observable() for port, hot in self.ports.items()}
+        self.ports: dict[str, HotPort[Any]] = {port: HotPort() for port in self.output_ports}
+        return {port: hot.observable for port, hot in self.ports.items()}
 
     def emitter(self, port: str) -> Callable[[Any], None]:
-        return self.ports[port].on_next
+        return self.ports[port].emit
 
     def complete(self) -> None:
         for hot in self.ports.values():
