@@ -116,10 +116,6 @@ class ClientQueue:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    @property
-    def queued_messages(self) -> int:
-        return self._messages
-
     def __len__(self) -> int:
         return self._messages
 

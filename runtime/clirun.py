@@ -25,7 +25,6 @@ from .node import NodeStartError
 
 __all__ = [
     "Reload",
-    "compile_data",
     "compile_doc",
     "compile_off_loop",
     "compile_path",
@@ -346,11 +345,6 @@ def compile_doc(doc: FlowDocument) -> CompiledFlow | None:
     except FlowErrors as errors:
         print_errors(errors)
         return None
-
-
-def compile_data(data: dict[str, Any], path: str) -> CompiledFlow | None:
-    """Validate a flow built in code (commands that assemble flows); print errors."""
-    return compile_doc(FlowDocument(path=path, data=data))
 
 
 def run_document(doc: FlowDocument, stats_interval: float, duration: float | None = None) -> int:

@@ -48,7 +48,6 @@ __all__ = [
     "GuardedServerConnection",
     "WsPeer",
     "describe_close",
-    "is_open",
     "text_frame",
 ]
 
@@ -78,10 +77,6 @@ def text_frame(payload: bytes) -> bytes:
     if n < 65536:
         return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
-
-
-def is_open(ws: ServerConnection) -> bool:
-    return ws.protocol.state is State.OPEN
 
 
 class GuardedServerConnection(ServerConnection):

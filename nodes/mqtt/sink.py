@@ -216,7 +216,6 @@ class MqttSink(Node[MqttSinkConfig]):
         self._stopped = False
         self._connected = False
         self._conn_error: BaseException | None = None
-        self._flush_busy = False
         self._client_id = cfg.client_id or f"les02-{cfg.site}-{cfg.source}"
         self._v5 = cfg.protocol != "3.1.1"
         self._fail_log = RateLimitedLog(self.log, 30.0)

@@ -166,12 +166,6 @@ class Spool:
             return self._bytes
 
     @property
-    def unsent(self) -> int:
-        """Messages not yet handed out by :meth:`next_unsent` since the last rewind."""
-        with self._lock:
-            return len(self._records) - self._unsent
-
-    @property
     def next_seq(self) -> int:
         """The seq the next :meth:`append` gets (seqs grow by one and survive restarts)."""
         with self._lock:

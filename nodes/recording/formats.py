@@ -61,7 +61,6 @@ __all__ = [
     "RecordingReader",
     "detect_format",
     "open_writer",
-    "supported_suffixes",
 ]
 
 
@@ -116,11 +115,6 @@ FORMATS: Final[dict[str, Format]] = {
         *_fmt(".jsonl", text=True, fd=False, writer=None, reader=None, gz=True, events=True),
     ]
 }  # fmt: skip
-
-
-def supported_suffixes() -> list[str]:
-    """Every suffix :func:`detect_format` accepts, e.g. ``['.log', '.log.gz', ...]``."""
-    return list(FORMATS)
 
 
 def detect_format(path: str) -> Format:
