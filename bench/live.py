@@ -329,7 +329,7 @@ def _short(frame: str) -> str:
     """``func (path/to/file.py:12)`` -> ``file.py:func`` with a shortened path."""
     func, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{path}:{func}"

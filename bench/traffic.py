@@ -12,7 +12,7 @@ SUT protocol (stdin/stdout, one JSON object per line):
 1. the SUT prints ``{"ready": true, "ws_port": .., "tcp_port": ..}``;
 2. the driver starts the clients, then writes a ``go`` line;
 3. the SUT waits until all clients are connected, sends the traffic, waits (bounded) until
-   its pipeline is drained and prints the result object (:func:`sut_result`);
+   its pipeline is drained and prints the result object (:func:`drive` measures it);
 4. the driver writes a ``quit`` line and the SUT exits.
 """
 

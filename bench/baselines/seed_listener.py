@@ -1,5 +1,6 @@
-"""The seed's LES02 listener design (seeds/000 "LES02 Python Listener") plus the seed logger's
-blocking TCP broadcast, as the peer system under test of ``bench.live``.
+"""The seed project's LES02 listener design (the one-file "LES02 Python Listener" this project
+started from; its document is not part of this repo) plus the seed logger's blocking TCP
+broadcast, as the peer system under test of ``bench.live``.
 
     python -m bench.baselines.seed_listener --rate 2000 --duration 5 --tmp /tmp/x
 

@@ -3,8 +3,9 @@ in two terminals.
 
 * Over ``--interface udp_multicast`` (the documented two-process setup) every frame the
   simulator reports sent is in the recording. Multicast runs only inside a private network
-  namespace (DESIGN §7): the test re-executes this file under ``unshare -rn`` (loopback only,
-  multicast routed to ``lo``), where the two real CLI processes run, and checks their report.
+  namespace (tests never put multicast on a shared network): the test re-executes this file
+  under ``unshare -rn`` (loopback only, multicast routed to ``lo``), where the two real CLI
+  processes run, and checks their report.
 * On the in-process ``virtual`` bus the recorder cannot see the other process: it says so (a
   warning naming the virtual bus and udp_multicast) instead of silently writing nothing.
 """
