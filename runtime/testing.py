@@ -3,6 +3,7 @@
 * :class:`Collect` -- a sink node type (``collect``) that keeps every message it receives, per
   node id, in :attr:`Collect.received`;
 * :func:`wait_until` -- poll a condition on the event loop, bounded, instead of a fixed sleep;
+  :func:`poll_until` is its blocking twin for tests that drive threads or processes;
 * :func:`run_nodes` -- compile a flow given as a dict of nodes (built-ins, :class:`Collect`
   and any extra types), run it until a condition holds or every source finished, and return
   what the ``collect`` nodes received.
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -39,7 +42,9 @@ from .flowfile import FlowDocument
 from .node import Kind, Node, NodeConfig
 from .registry import NodeType, Registry, default_registry
 
-__all__ = ["Collect", "CollectConfig", "registry_with", "run_nodes", "wait_until"]
+__all__ = ["Collect", "CollectConfig", "poll_until", "registry_with", "run_nodes", "wait_until"]
+
+T = TypeVar("T")
 
 
 async def wait_until(
@@ -55,6 +60,33 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def poll_until(
+    cond: Callable[[], T],
+    what: str = "the condition",
+    timeout: float = 10.0,
+    *,
+    process: subprocess.Popen[Any] | None = None,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Blocking :func:`wait_until` (no event loop: threads, subprocesses): return the first
+    true value of ``cond()``. ``AssertionError`` naming ``what`` after ``timeout`` seconds, or
+    as soon as ``process`` has exited; ``detail()`` (e.g. the process's log) is appended to
+    the message. Polls every 20 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        problem = None
+        if process is not None and process.poll() is not None:
+            problem = f"the process exited ({process.returncode}) while waiting for {what}"
+        elif time.monotonic() > deadline:
+            problem = f"timed out after {timeout:g} s waiting for {what}"
+        if problem is not None:
+            raise AssertionError(problem + (f"\n{detail()}" if detail is not None else ""))
+        time.sleep(0.02)
 
 
 class CollectConfig(NodeConfig):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from les02_flow.nodes.mqtt.broker import Mosquitto, free_port
+from les02_flow.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUSH = 0.05
@@ -52,14 +53,6 @@ nodes:
     return path
 
 
-def wait_for(cond: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.exists() else []
 
@@ -77,7 +70,11 @@ def test_sigkilled_edge_loses_at_most_the_flush_window(tmp_path: Path) -> None:
     procs: list[subprocess.Popen[bytes]] = [edge]
     try:
         # the edge accepts samples into its spool while the broker is unreachable
-        wait_for(lambda: sum(p.stat().st_size for p in spool.glob("*.seg")) > 20_000, "spooled")
+        poll_until(
+            lambda: sum(p.stat().st_size for p in spool.glob("*.seg")) > 20_000,
+            "spooled",
+            timeout=30,
+        )
         killed_at = time.time()
         edge.send_signal(signal.SIGKILL)
         edge.wait(10)
@@ -89,7 +86,7 @@ def test_sigkilled_edge_loses_at_most_the_flush_window(tmp_path: Path) -> None:
             stdout=files.enter_context(out.open("w")), stderr=subprocess.STDOUT,
         )  # fmt: skip
         procs.append(sub)
-        wait_for(lambda: "as collector" in broker.log(), "collector subscribed")
+        poll_until(lambda: "as collector" in broker.log(), "collector subscribed", timeout=30)
         log_b = files.enter_context((tmp_path / "edge-b.log").open("w"))
         restarted_at = time.time()
         edge_b = subprocess.Popen(
@@ -109,12 +106,18 @@ def test_sigkilled_edge_loses_at_most_the_flush_window(tmp_path: Path) -> None:
             return docs
 
         # everything from the spool, then fresh samples from the restarted edge
-        wait_for(lambda: any(s["ts"] > restarted_at + 0.5 for s in samples()), "fresh samples")
-        wait_for(lambda: "les02/hq/lift-1/edge/status online" in lines(out), "online")
+        poll_until(
+            lambda: any(s["ts"] > restarted_at + 0.5 for s in samples()),
+            "fresh samples",
+            timeout=30,
+        )
+        poll_until(lambda: "les02/hq/lift-1/edge/status online" in lines(out), "online", timeout=30)
         # SIGKILL again: the broker publishes the last will
         edge_b.send_signal(signal.SIGKILL)
         edge_b.wait(10)
-        wait_for(lambda: lines(out).count("les02/hq/lift-1/edge/status offline") >= 1, "will")
+        poll_until(
+            lambda: lines(out).count("les02/hq/lift-1/edge/status offline") >= 1, "will", timeout=30
+        )
         got = samples()
     finally:
         for p in procs:
@@ -184,9 +187,13 @@ def test_fleet_central_console_lists_lifts_online_then_offline(
     try:
         pub("lift-1", "online")  # retained before the central flow subscribes
         pub("lift-2", "online")
-        wait_for(lambda: lifts() == {"lift-1": True, "lift-2": True}, "both lifts online")
+        poll_until(
+            lambda: lifts() == {"lift-1": True, "lift-2": True}, "both lifts online", timeout=30
+        )
         pub("lift-1", "offline")
-        wait_for(lambda: lifts() == {"lift-1": False, "lift-2": True}, "lift-1 offline")
+        poll_until(
+            lambda: lifts() == {"lift-1": False, "lift-2": True}, "lift-1 offline", timeout=30
+        )
     finally:
         central.send_signal(signal.SIGINT)
         try:

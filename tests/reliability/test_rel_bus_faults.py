@@ -36,6 +36,8 @@ from typing import Any
 import yaml
 from websockets.sync.client import connect
 
+from les02_flow.testing import poll_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 FAULTCAN = textwrap.dedent(
@@ -121,13 +123,7 @@ def free_port() -> int:
 def wait(
     cond: Callable[[], bool], what: str, proc: subprocess.Popen[str], timeout: float = 20
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"flow exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    poll_until(cond, what, timeout, process=proc)
 
 
 def opens(control: Path) -> int:

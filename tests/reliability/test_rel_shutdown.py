@@ -43,6 +43,7 @@ from websockets.sync.client import connect
 from les02_flow.nodes.ecuconnect.codec import Decoder
 from les02_flow.nodes.les02.codec import Les02Decoder
 from les02_flow.nodes.recording.formats import Problem, RecordingReader
+from les02_flow.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 #: seconds from SIGTERM to exit that the test accepts (each sink's stop is bounded by 2 s)
@@ -151,11 +152,7 @@ def parse_stats(log: str) -> dict[str, dict[str, int]]:
 
 
 def until(cond: Any, what: str, proc: subprocess.Popen[str], log: LogReader) -> None:
-    deadline = time.monotonic() + 20
-    while not cond():
-        assert proc.poll() is None, f"the flow exited early:\n{log.text}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.text}"
-        time.sleep(0.02)
+    poll_until(cond, what, 20, process=proc, detail=lambda: log.text)
 
 
 def test_sigterm_at_5000_frames_per_second_delivers_every_accepted_frame(tmp_path: Path) -> None:

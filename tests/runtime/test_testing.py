@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from les02_flow.events import encode_event, make_event
-from les02_flow.testing import Collect, run_nodes, wait_until
+from les02_flow.testing import Collect, poll_until, run_nodes, wait_until
 
 
 def test_run_nodes_collects_what_a_flow_emits(tmp_path: Path) -> None:
@@ -40,3 +43,16 @@ def test_wait_until_is_bounded_and_names_what_it_waited_for() -> None:
             await wait_until(lambda: False, "nothing", timeout=0.05)
 
     asyncio.run(main())
+
+
+def test_poll_until_returns_the_value_and_fails_on_timeout_or_an_exited_process() -> None:
+    box: list[int] = []
+    timer = threading.Timer(0.02, box.append, (7,))
+    timer.start()
+    assert poll_until(lambda: box[:1], "the box") == [7]
+    with pytest.raises(AssertionError, match=r"after 0.05 s waiting for nothing\nlog text"):
+        poll_until(lambda: False, "nothing", 0.05, detail=lambda: "log text")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait(10)
+    with pytest.raises(AssertionError, match=r"process exited \(3\) while waiting for a line"):
+        poll_until(lambda: False, "a line", 30, process=proc)  # fails at once, not after 30 s
