@@ -29,7 +29,7 @@ from bench.traffic import (
     les02_traffic,
     read_command,
 )
-from les02_flow.cliutil import compile_path, settle_heap
+from les02_flow.clirun import compile_path, settle_heap
 from les02_flow.engine import Engine
 
 FLOW = str(Path(__file__).resolve().parent.parent / "flows" / "default.yaml")

@@ -12,7 +12,9 @@ import sys
 import time
 from typing import Any
 
-from les02_flow.cliutil import add_command, flush_logs, print_errors
+from les02_flow.cliargs import add_command
+from les02_flow.clilog import flush_logs
+from les02_flow.clirun import print_errors
 from les02_flow.flowfile import FlowError, FlowErrors
 from les02_flow.flowtest.load import find_test_files, load_test_file
 from les02_flow.flowtest.plan import Plan, plan_test

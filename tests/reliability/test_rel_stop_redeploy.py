@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from les02_flow import clirun, cliutil
+from les02_flow import clirun
 from les02_flow.flowfile import FlowErrors
 from les02_flow.nodes.recording.formats import RecordingReader
 
@@ -34,7 +34,7 @@ HOG = textwrap.dedent(
     """
     import logging, sys, time
     from typing import Any, ClassVar
-    from les02_flow import clirun, cliutil
+    from les02_flow import clilog, clirun
     from les02_flow.compiler import compile_document
     from les02_flow.flowfile import FlowDocument
     from les02_flow.node import Kind, Node, NodeConfig
@@ -51,7 +51,7 @@ HOG = textwrap.dedent(
             time.sleep(120)
 
     clirun.STOP_DEADLINE = float(sys.argv[2])
-    cliutil.setup_logging("INFO", None)
+    clilog.CliLog("INFO").install()
     nodes = {
         "sim": {"type": "les02_sim", "channel": sys.argv[1]},
         "bus": {"type": "can_source", "channel": sys.argv[1], "wires": ["hog"]},
@@ -59,7 +59,7 @@ HOG = textwrap.dedent(
     }
     registry = default_registry().extended(Hog, origin="tests")
     flow = compile_document(FlowDocument("hog", {"version": 1, "nodes": nodes}), registry)
-    sys.exit(cliutil.run_flow(flow, 0.0))
+    sys.exit(clirun.run_flow(flow, 0.0))
     """
 )
 
@@ -168,7 +168,7 @@ def test_an_edit_that_never_finishes_reading_is_given_up(
     os.mkfifo(fifo)  # open() blocks until a writer comes: the read never finishes
     monkeypatch.setattr(clirun, "REDEPLOY_TIMEOUT", 0.5)
     try:
-        result = asyncio.run(cliutil.compile_off_loop(cliutil.Reload(str(fifo))))
+        result = asyncio.run(clirun.compile_off_loop(clirun.Reload(str(fifo))))
     finally:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # release the worker thread
         os.close(fd)
