@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -30,9 +31,12 @@ class Harness:
         self.completed: set[str] = set()
         for port, obs in self.ports.items():
             obs.subscribe(
-                lambda m, port=port: self.out[port].append(m),  # type: ignore[misc]
-                on_completed=lambda port=port: self.completed.add(port),  # type: ignore[misc]
+                functools.partial(self._received, port),
+                on_completed=functools.partial(self.completed.add, port),
             )
+
+    def _received(self, port: str, message: Any) -> None:
+        self.out[port].append(message)  # looked up per message: a test may swap the list
 
     def push(self, messages: Iterable[Any]) -> Harness:
         for m in messages:

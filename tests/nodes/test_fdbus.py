@@ -172,7 +172,8 @@ def test_read_stops_at_its_limit_and_reports_more() -> None:
         assert reader.read(raw, 4) is False
         assert len(raw) == 4
         assert reader.read(raw, 100) is True
-        assert [reader.decode(r).arbitration_id for r in raw] == list(range(10))  # type: ignore[union-attr]
+        decoded = [reader.decode(r) for r in raw]
+        assert [m.arbitration_id if m is not None else None for m in decoded] == list(range(10))
     finally:
         tx.close()
         rx.close()
