@@ -94,16 +94,28 @@ class _Inlet:
     def push_batch(self, values: list[Any]) -> None:
         """A batch (from a batch-safe outlet): the node's batch method, or one by one."""
         batch_fn = self.batch_fn
-        if batch_fn is None:
-            push = self.push
-            for value in values:
-                push(value)
-            return
         self.counters.received += len(values)
+        report = self.report
+        if batch_fn is None:  # one by one: what push() does per message
+            port = self.subject
+            if port is None:
+                consume = self.consume
+                for value in values:
+                    try:
+                        consume(value)
+                    except Exception as exc:
+                        report(value, exc)
+            else:
+                for value in values:
+                    try:
+                        port.on_next(value)  # looked up per message: it follows (un)subscribes
+                    except Exception as exc:
+                        report(value, exc)
+            return
         try:
             ports = batch_fn(values)
         except Exception as exc:
-            self.report(values, exc)
+            report(values, exc)
             return
         if ports:
             outlets = self.live.outlets

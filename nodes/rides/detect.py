@@ -109,23 +109,33 @@ class _Run:
     def handle(self, event: Any, emit: Callable[[Any], None]) -> float | None:
         """One event: emit it and what it made the detector decide, in time order; returns
         the event's ts when it advances the frame clock (``None`` for bad input)."""
-        if not isinstance(event, dict):
-            self.node.bad_input(event, "not an event envelope (dict)")
-            return None
-        ts = event.get("ts")
-        source = event.get("source", "les02")
-        if (
-            not isinstance(ts, (int, float))
-            or isinstance(ts, bool)
-            or not math.isfinite(ts)
-            or not isinstance(source, str)
-        ):
-            self.node.bad_input(event, "event without a finite numeric ts / string source")
-            emit(event)
-            return None
+        # the common event first: a dict with a finite float ts (ts - ts is 0.0 only then)
+        # and a str source; anything else takes the full checks
+        ts: Any
+        if type(event) is dict:
+            ts = event.get("ts")
+            source = event.get("source", "les02")
+            plain = type(ts) is float and ts - ts == 0.0 and type(source) is str
+        else:
+            plain = False
+        if not plain:
+            if not isinstance(event, dict):
+                self.node.bad_input(event, "not an event envelope (dict)")
+                return None
+            ts = event.get("ts")
+            source = event.get("source", "les02")
+            if (
+                not isinstance(ts, (int, float))
+                or isinstance(ts, bool)
+                or not math.isfinite(ts)
+                or not isinstance(source, str)
+            ):
+                self.node.bad_input(event, "event without a finite numeric ts / string source")
+                emit(event)
+                return None
         made: list[Event]
         if event.get("type") == "position_sample":
-            det = self.detector(source)
+            det = self.detectors.get(source) or self.detector(source)
             payload = event.get("payload")
             try:
                 if not isinstance(payload, dict):
@@ -144,7 +154,7 @@ class _Run:
             self.emit_all(made[len(before) :], emit)
         else:
             emit(event)
-        return ts
+        return float(ts)
 
     # -- live timer -------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ __all__ = [
     "SlopeWindow",
     "fit_onset",
     "ride_id",
+    "round6",
 ]
 
 CHANNELS: Final = ("master", "slave")
@@ -127,6 +128,31 @@ _PERIOD_BLOCKS: Final = 15
 _MIN_RUN: Final = 8
 #: seconds of stamps the "much faster than rate_hz" check (rate_mismatch) looks at
 _RATE_SPAN: Final = 5.0
+
+
+#: below this magnitude a float's ulp is at most 0.25 (2**51)
+_EXACT: Final = 2.0**51
+
+
+def round6(x: float) -> float:
+    """``round(x, 6)``, bit for bit, in about half the time (the detector's per-sample path
+    inlines it).
+
+    ``round(x, 6)`` is the float nearest to the decimal ``k / 10**6`` nearest to ``x``. When
+    ``q = x * 1e6`` (rounded: off by at most 0.125 below 2**51) lies within 0.3 of the integer
+    ``k``, the exact ``x * 10**6`` lies within 0.425 of ``k``, so ``k`` is that decimal, and
+    IEEE division ``k / 1e6`` (both exact) is correctly rounded: the same float. Anything
+    else (near a tie, huge, zero: the sign of -0.0) takes ``round`` itself.
+
+    >>> round6(1737319234.0010002), round6(0.1234565), round6(-0.0)
+    (1737319234.001, 0.123456, -0.0)
+    """
+    q = x * 1e6
+    if -_EXACT < q < _EXACT:  # not NaN, not huge
+        k = round(q)
+        if k and -0.3 <= q - k <= 0.3:
+            return k / 1e6
+    return round(x, 6)
 
 
 def ride_id(source: str, channel: str, start_ts: float) -> str:
@@ -624,7 +650,13 @@ class SampleClock:
             t = floor
         if t > h:
             t = h
-        t = round(t, 6)  # whole microseconds, like the stamps: no float noise in ids and ts
+        # whole microseconds, like the stamps: no float noise in ids and ts (round6, inlined)
+        q = t * 1e6
+        if -2251799813685248.0 < q < 2251799813685248.0:  # |q| < 2**51
+            k = round(q)
+            t = k / 1e6 if k and -0.3 <= q - k <= 0.3 else round(t, 6)
+        else:
+            t = round(t, 6)
         # period estimate: blocks of gap-free de-jittered samples
         if last is None or not 0.5 * period < t - last < 1.5 * period:
             self._run_t0, self._run_n = t, 0
@@ -1134,7 +1166,12 @@ class RideDetector:
             raise ValueError(f"position_raw must be an integer 0..{MAX_RAW}, got {position_raw!r}")
         # whole microseconds, as recordings keep them: a live run (full-precision stamps) and
         # the replay of its recording see the same times, so they give the same events and ids
-        ts = round(ts, 6)
+        q = ts * 1e6  # ts = round6(ts), inlined
+        if -2251799813685248.0 < q < 2251799813685248.0:  # |q| < 2**51
+            k = round(q)
+            ts = k / 1e6 if k and -0.3 <= q - k <= 0.3 else round(ts, 6)
+        else:
+            ts = round(ts, 6)
         last = self._last_h.get(channel)
         if last is not None and ts < last:
             self._count("out_of_order")

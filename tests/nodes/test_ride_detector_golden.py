@@ -14,6 +14,7 @@ Regenerate ``data/ride_detector_golden.json`` only for an intended change of the
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -25,7 +26,10 @@ from les02_flow.nodes.les02.elevator import (
     ElevatorParams,
     ElevatorSim,
 )
-from les02_flow.nodes.rides.detector import RideDetector
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from les02_flow.nodes.rides.detector import RideDetector, round6
 
 GOLDEN = Path(__file__).with_name("data") / "ride_detector_golden.json"
 T0 = 1_737_000_000.0
@@ -118,6 +122,32 @@ def run(samples: list[Sample]) -> dict[str, Any]:
 
 def results() -> dict[str, Any]:
     return {name: run(samples) for name, samples in cases().items()}
+
+
+def _same(a: float, b: float) -> bool:
+    return (a == b and math.copysign(1.0, a) == math.copysign(1.0, b)) or (a != a and b != b)
+
+
+def test_round6_is_round_to_6_digits_bit_for_bit() -> None:
+    """The detector's inlined rounding of stamps (round6) equals round(x, 6) everywhere:
+    recorded stamps, raw host stamps, microsecond halves (ties), small, negative, huge."""
+    rng = random.Random(6)
+    values = [0.0, -0.0, 5e-7, -5e-7, 1.5e-6, 2.0**51 / 1e6, 2.0**53, math.inf, math.nan]
+    for _ in range(50_000):
+        values += [
+            float(f"{rng.uniform(1.6e9, 1.8e9):.6f}"),  # what a recording holds
+            rng.uniform(1.6e9, 1.8e9),  # a live host stamp
+            (rng.randrange(10**15) + 0.5) / 1e6,  # next to a tie
+            rng.uniform(-1e3, 1e3) * 10.0 ** rng.randint(-9, 6),
+        ]
+    bad = [x for x in values if not _same(round6(x), round(x, 6))]
+    assert not bad, bad[:5]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_round6_equals_round_on_any_float(x: float) -> None:
+    assert _same(round6(x), round(x, 6))
 
 
 def test_events_are_bit_identical_to_the_detector_before_the_optimisation() -> None:
