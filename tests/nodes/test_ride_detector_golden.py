@@ -20,15 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from les02_flow.nodes.les02.elevator import (
     POSITION_MASTER_ID,
     POSITION_SLAVE_ID,
     ElevatorParams,
     ElevatorSim,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from les02_flow.nodes.rides.detector import RideDetector, round6
 
 GOLDEN = Path(__file__).with_name("data") / "ride_detector_golden.json"
