@@ -229,15 +229,20 @@ def read_batches(
         clock = Timeline()
         shift: float | None = None if pass_index and loop_gap is not None else 0.0
         took = 0
+        # no window: every item is taken (offsets are never negative)
+        whole = window.start <= 0.0 and window.end is None
         try:
             for item in reader:
                 if stopped():
                     break
                 ts = item_timestamp(item)
-                verdict = window.classify(clock.offset(ts), 0.0)
-                if verdict == "end":
-                    break
-                if verdict == "skip" or (accept is not None and not accept(item)):
+                if not whole:
+                    verdict = window.classify(clock.offset(ts), 0.0)
+                    if verdict == "end":
+                        break
+                    if verdict == "skip":
+                        continue
+                if accept is not None and not accept(item):
                     continue
                 if shift is None:  # first item of a later pass: continue after the last
                     shift = (last_ts if last_ts is not None else ts) + (loop_gap or 0.0) - ts
