@@ -318,6 +318,14 @@ class Broadcaster(Generic[T]):
 
     # -- the stream ----------------------------------------------------------------------
 
+    def wants(self, topic: str | None) -> bool:
+        """Whether some client wants messages of ``topic`` (worth encoding one)."""
+        for client in self._clients:
+            topics = client.topics
+            if topics is None or topic in topics:
+                return True
+        return False
+
     def publish(self, data: bytes, n: int = 1, topic: str | None = None) -> bool:
         """Queue ``data`` (``n`` messages) for every client that wants ``topic``; ``True``
         when at least one did (then ask for a flush)."""
@@ -345,6 +353,44 @@ class Broadcaster(Generic[T]):
         for client in slow or ():
             self._kick(client)
         return data is not None
+
+    def publish_many(self, items: list[bytes], topics: list[str]) -> bool:
+        """Queue a batch of messages (``items[i]`` of topic ``topics[i]``, in order) as ONE
+        chunk per client: a client that wants every topic gets all of them joined (joined
+        once, the same ``bytes`` for all such clients), a filtered client the join of the
+        ones it wants (joined once per distinct filter). ``True`` when a client got any."""
+        if not items:
+            return False
+        counters = self.counters
+        every: bytes | None = None
+        chosen: dict[frozenset[str], tuple[bytes, int]] = {}
+        slow: list[Client[T]] | None = None
+        queued = False
+        for client in self._clients:
+            wanted = client.topics
+            if wanted is None:
+                if every is None:
+                    every = items[0] if len(items) == 1 else b"".join(items)
+                data, n = every, len(items)
+            else:
+                got = chosen.get(wanted)
+                if got is None:
+                    mine = [d for d, t in zip(items, topics, strict=True) if t in wanted]
+                    got = chosen[wanted] = (b"".join(mine), len(mine))
+                data, n = got
+                if not n:
+                    continue
+            queue = client.queue
+            before = queue.dropped
+            ok = queue.push(data, n)
+            queued = True
+            if queue.dropped != before:
+                counters.dropped += queue.dropped - before
+            if not ok:
+                slow = [*(slow or ()), client]
+        for client in slow or ():
+            self._kick(client)
+        return queued
 
     def flush(self) -> int:
         """One write per client for everything queued; clients whose transport is behind

@@ -248,6 +248,9 @@ class WsSink(Node[WsSinkConfig]):
         self._stopping = False
         self._flusher: FlushScheduler | None = None
         self._token: bytes | None = None
+        # frames encoded since the last flush and their event types (published in one go)
+        self._frames: list[bytes] = []
+        self._types: list[str] = []
 
     @property
     def client_count(self) -> int:
@@ -320,6 +323,7 @@ class WsSink(Node[WsSinkConfig]):
         server.close(close_connections=False)  # stop accepting; handshakes in progress get 503
         if self._flusher is not None:
             self._flusher.cancel()  # the writers flush what is queued
+        self._publish_pending()  # encoded, not yet published: queue it for the writers
         for client in self.clients:
             client.transport.close_gracefully()
         # Every connection handler (ours, and refusals in their closing handshake) must end.
@@ -348,21 +352,24 @@ class WsSink(Node[WsSinkConfig]):
         The event is encoded only when at least one client wants it; an event that cannot be
         encoded (not an envelope, not JSON-serializable) is counted as an error and skipped.
         """
-        if not self.clients:
+        clients = self.clients
+        if not clients:
             return
         try:
             type_ = message["type"]
         except (TypeError, KeyError, IndexError) as exc:
             self.report_error(message, ValueError(f"not an event envelope ({exc!r})"))
             return
+        if not clients.wants(type_):
+            return
         try:
-            wanted = self.clients.publish_lazy(
-                lambda: text_frame(encode_event(message).encode()), type_
-            )
+            frame = text_frame(encode_event(message).encode())
         except (TypeError, ValueError) as exc:
             self.report_error(message, exc)
             return
-        if wanted and self._flusher is not None:
+        self._frames.append(frame)
+        self._types.append(type_)
+        if self._flusher is not None:
             self._flusher.request()
 
     def _flush(self) -> None:
@@ -377,7 +384,16 @@ class WsSink(Node[WsSinkConfig]):
         """
         if self._flusher is not None:
             self._flusher.flushed()
+        self._publish_pending()
         self.clients.flush()
+
+    def _publish_pending(self) -> None:
+        """Hand the frames encoded since the last flush to the core: one chunk per client."""
+        frames = self._frames
+        if frames:
+            types = self._types
+            self._frames, self._types = [], []
+            self.clients.publish_many(frames, types)
 
     # -- connections -----------------------------------------------------------------------
 

@@ -136,6 +136,54 @@ def test_every_client_gets_every_event_in_order() -> None:
     run(main)
 
 
+def test_events_of_one_loop_iteration_are_one_write_per_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Encoded once, framed once, joined once: every unfiltered client gets the same bytes in
+    ONE write; a filtered client one write of what it wants; nothing when nobody wants it."""
+    from les02_flow import wscompat
+
+    writes: list[tuple[int, bytes]] = []
+    real_write = wscompat.WsPeer.write
+
+    def recording(self: wscompat.WsPeer, data: bytes) -> None:
+        writes.append((id(self), data))
+        real_write(self, data)
+
+    monkeypatch.setattr(wscompat.WsPeer, "write", recording)
+    encoded: list[Any] = []
+    real_encode = sink_module.encode_event
+    monkeypatch.setattr(sink_module, "encode_event", lambda e: encoded.append(e) or real_encode(e))
+    kinds = ["position_sample", "ride_end"]
+    events = [sample(i, kinds[i % 10 == 9]) for i in range(40)]
+
+    async def main() -> None:
+        sink = make_sink()
+        await sink.start()
+        try:
+            async with client(sink) as a, client(sink) as b, client(sink, "?types=ride_end") as r:
+                await wait_until(lambda: sink.client_count == 3, "3 clients")
+                writes.clear()
+                for e in events:  # one loop iteration: no await in between
+                    sink.consume(e)
+                for ws in (a, b):
+                    assert [await ws.recv() for _ in events] == [encode_event(e) for e in events]
+                assert [await r.recv() for _ in range(4)] == [
+                    encode_event(e) for e in events if e["type"] == "ride_end"
+                ]
+                per_client: dict[int, list[bytes]] = {}
+                for who, data in writes:
+                    per_client.setdefault(who, []).append(data)
+                assert sorted(len(w) for w in per_client.values()) == [1, 1, 1]
+                big = [w[0] for w in per_client.values() if len(w[0]) > 1000]
+                assert len(big) == 2 and big[0] is big[1]  # the very same bytes object
+                assert len(encoded) == len(events)  # each event encoded once
+        finally:
+            await sink.stop()
+
+    run(main)
+
+
 def test_per_client_type_filter() -> None:
     kinds = ["position_sample", "ride_start", "status", "ride_end", "error"]
     events = [sample(i, kinds[i % len(kinds)]) for i in range(50)]
