@@ -152,8 +152,12 @@ def test_events_of_one_loop_iteration_are_one_write_per_client(
 
     monkeypatch.setattr(wscompat.WsPeer, "write", recording)
     encoded: list[Any] = []
-    real_encode = sink_module.encode_event
-    monkeypatch.setattr(sink_module, "encode_event", lambda e: encoded.append(e) or real_encode(e))
+
+    def counting_encode(event: Event) -> str:
+        encoded.append(event)
+        return encode_event(event)
+
+    monkeypatch.setattr(sink_module, "encode_event", counting_encode)
     kinds = ["position_sample", "ride_end"]
     events = [sample(i, kinds[i % 10 == 9]) for i in range(40)]
 
