@@ -27,7 +27,9 @@ Measured from outside the SUT, the same way for both:
   (found through ``/proc/PID/fd``), and les02-flow's own ``kernel_drops`` counter;
 * CPU of the SUT process (all threads, user + system, ``/proc/PID/stat``) over the sending
   period, as a fraction of one core: receive path, pipeline, sinks, recorder, everything; the
-  sender's and the clients' CPU are reported beside it, not included;
+  sender's and the clients' CPU are reported beside it, not included; *incl. catching up*:
+  the SUT's CPU from the start of sending until it has caught up, over the sending period --
+  what the load needs even when a shared machine gave the SUT less and it fell behind;
 * latency: client receipt - frame timestamp, every 10th message; python-can stamps a
   udp_multicast frame with the kernel's receive time at the SUT's socket, so latency starts
   when the datagram reached the SUT's socket (the sender's own lateness is not in it).
@@ -178,6 +180,9 @@ class Result:
     loop_cpu: float = 0.0
     #: seconds from the end of sending until the SUT was idle (it had caught up)
     drain_s: float = 0.0
+    #: CPU from the start of sending until caught up, over the sending period: what the load
+    #: needs, also when the SUT got less than that on a shared machine and fell behind
+    demand: float = 0.0
     kernel_drops: int = 0
     counted_drops: int | None = None
     recorded: int | None = None
@@ -205,8 +210,8 @@ class Result:
             f"{self.sent:,} ({self.achieved:,.0f}/s) | {self.drain_s:.1f} | {ws} | {tcp} | {rec} | "
             f"{self.delivered():.2%} | {self.kernel_drops:,} | {counted} | "
             f"{pct(lat, 50):.2f} / {pct(lat, 99):.2f} / {max(lat, default=float('nan')):.1f} | "
-            f"{self.cpu:.1%} ({self.loop_cpu:.1%}) | {self.sender_cpu:.0%} | "
-            f"{self.client_cpu:.0%} |"
+            f"{self.cpu:.1%} ({self.loop_cpu:.1%}) | {self.demand:.1%} | "
+            f"{self.sender_cpu:.0%} | {self.client_cpu:.0%} |"
         )
 
 
@@ -215,8 +220,9 @@ HEADER = (
     "| WS min got / position frames sent "
     "| TCP min got / frames sent | recorded | worst client delivered | kernel drops "
     "(/proc/net/udp) | drops counted by SUT | latency p50 / p99 / max (ms) "
-    "| SUT CPU, one core (main thread) | sender CPU | clients CPU |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| SUT CPU, one core (main thread) | SUT CPU incl. catching up | sender CPU "
+    "| clients CPU |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -324,6 +330,8 @@ def run_one(
                 break
             last = now
         res.drain_s = time.monotonic() - drain0
+        # what the frames cost however long it took: sending period + catching up
+        res.demand = (proc_cpu(sut.pid) - c0) / (t1 - t0)
         res.kernel_drops = udp_drops(sut.pid) - drops0
         if profile is not None:
             procs[-1].wait(30)
@@ -409,8 +417,9 @@ def _append(results: list[Result], elapsed: float, command: str) -> None:
             f"with other engineers' work (noisy: compare the two systems row by row); took "
             f"{elapsed:.0f} s. Sender, SUT and clients are three processes in a private network "
             "namespace. SUT CPU = the SUT process (all threads: receive path, pipeline, "
-            "sinks, recorder) over the sending period, read from /proc; sender and clients "
-            "not included. Kernel drops = /proc/net/udp `drops` of the SUT's sockets. WS "
+            "sinks, recorder) over the sending period, read from /proc (incl. catching up: until "
+            "the SUT had caught up, over the sending period); sender and clients not "
+            "included. Kernel drops = /proc/net/udp `drops` of the SUT's sockets. WS "
             "clients are counted in position_sample events against position frames sent, "
             "TCP clients and the recorder in frames against frames sent, after the SUT has caught "
             "up (gone idle, at most 60 s after sending). Latency from the "
