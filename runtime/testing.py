@@ -63,7 +63,7 @@ async def wait_until(
 
 
 def poll_until(
-    cond: Callable[[], T],
+    cond: Callable[[], T | None],
     what: str = "the condition",
     timeout: float = 10.0,
     *,

@@ -9,8 +9,9 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
+
+from les02_flow.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +36,13 @@ def test_default_flow_prints_the_console_url_and_serves_it(
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 30
-        while not any("open http://" in line for line in lines):
-            assert proc.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.05)
-        line = next(line for line in lines if "open http://" in line)
+        line = poll_until(
+            lambda: next((x for x in lines if "open http://" in x), None),
+            "the console's 'open http://' line",
+            30,
+            process=proc,
+            detail=lambda: "".join(lines),
+        )
         assert re.search(rf"web_console 'console': open http://localhost:{free_port}/\s*$", line)
         conn = http.client.HTTPConnection("localhost", free_port, timeout=10)
         conn.request("GET", "/api/flow")
