@@ -36,6 +36,9 @@ from les02_flow.events import Event
 __all__ = [
     "FRAMES_TYPE",
     "FRAME_MAGIC",
+    "STATE_TOPIC",
+    "STATUS_TOPIC",
+    "TOPIC",
     "BrokerUrl",
     "CodecError",
     "TopicTemplate",
@@ -48,6 +51,11 @@ __all__ = [
 ]
 
 FRAMES_TYPE = "frames"
+#: the default topic layout, the contract between mqtt_sink (publishes) and mqtt_source
+#: (subscribes): both nodes' ``topic``, ``status_topic`` and ``state_topic`` default to these
+TOPIC = "les02/{site}/{source}/{type}"
+STATUS_TOPIC = "les02/{site}/{source}/edge/status"
+STATE_TOPIC = "les02/{site}/{source}/position"
 FRAME_MAGIC = b"LF"
 _HEAD = struct.Struct("<2sBH")
 _FRAME = struct.Struct("<dIBBB")

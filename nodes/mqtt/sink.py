@@ -28,6 +28,9 @@ from les02_flow.node import Context, Kind, Node, NodeConfig, NodeStartError, Rat
 
 from .codec import (
     FRAMES_TYPE,
+    STATE_TOPIC,
+    STATUS_TOPIC,
+    TOPIC,
     TopicTemplate,
     encode_event_batch,
     encode_event_payload,
@@ -61,17 +64,17 @@ class MqttSinkConfig(MqttConnectionConfig):
         "(events use their own 'source' field).",
     )
     topic: str = Field(
-        default="les02/{site}/{source}/{type}",
+        default=TOPIC,
         description="Topic template of events and frame batches; placeholders {site}, "
         "{source}, {type} (the event type, or 'frames').",
     )
     status_topic: str = Field(
-        default="les02/{site}/{source}/edge/status",
+        default=STATUS_TOPIC,
         description="Retained 'online'/'offline' topic (the last will says 'offline'); "
         "placeholders {site}, {source}.",
     )
     state_topic: str = Field(
-        default="les02/{site}/{source}/position",
+        default=STATE_TOPIC,
         description="Retained latest position_sample (state_channel) per source, at most "
         "every state_interval; empty = off. Placeholders {site}, {source}.",
     )

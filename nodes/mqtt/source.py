@@ -26,7 +26,16 @@ from les02_flow.node import Context, Kind, Node, NodeConfig, RateLimitedLog
 from les02_flow.nodes.background import ConnectTask
 from les02_flow.streams import HotPort
 
-from .codec import FRAMES_TYPE, CodecError, TopicTemplate, decode_event_payload, decode_frames
+from .codec import (
+    FRAMES_TYPE,
+    STATE_TOPIC,
+    STATUS_TOPIC,
+    TOPIC,
+    CodecError,
+    TopicTemplate,
+    decode_event_payload,
+    decode_frames,
+)
 from .connection import (
     Backoff,
     MqttConnectionConfig,
@@ -52,17 +61,17 @@ class MqttSourceConfig(MqttConnectionConfig):
     )
     qos: Literal[0, 1] = Field(default=1, description="Subscription QoS (1: nothing lost).")
     topic: str = Field(
-        default="les02/{site}/{source}/{type}",
+        default=TOPIC,
         description="The publishers' topic template: tells site, source and type of frame "
         "batches and of events without a 'site' field.",
     )
     status_topic: str = Field(
-        default="les02/{site}/{source}/edge/status",
+        default=STATUS_TOPIC,
         description="The publishers' status topic template ('online'/'offline' become "
         "edge_status events).",
     )
     state_topic: str = Field(
-        default="les02/{site}/{source}/position",
+        default=STATE_TOPIC,
         description="The publishers' retained position topic; its messages are skipped "
         "unless emit_state is true. Empty = none.",
     )
