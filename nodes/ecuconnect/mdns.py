@@ -26,6 +26,8 @@ import ifaddr
 from zeroconf import InterfaceChoice, IPVersion, ServiceListener, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from les02_flow.node import Logger
+
 __all__ = [
     "DEFAULT_NAME_TEMPLATE",
     "NAME_PREFIX",
@@ -190,10 +192,12 @@ class Advertiser:
     """Registers one ECUconnect service; :meth:`close` sends the goodbye and releases sockets.
 
     ``interfaces``/``ip_version`` as :func:`zeroconf_options` returns them. Errors from
-    :meth:`register` propagate (the caller logs them); :meth:`close` never raises.
+    :meth:`register` propagate (the caller logs them); :meth:`close` never raises and logs
+    its failures on ``log`` (the node's prefixed logger; this module's by default).
     """
 
-    def __init__(self, interfaces: Any, ip_version: IPVersion) -> None:
+    def __init__(self, interfaces: Any, ip_version: IPVersion, log: Logger = log) -> None:
+        self.log = log
         self._interfaces = interfaces
         self._ip_version = ip_version
         self._azc: AsyncZeroconf | None = None
@@ -236,11 +240,11 @@ class Advertiser:
                 done = await azc.async_unregister_service(info)
                 await asyncio.wait_for(done, 3.0)
         except Exception as exc:
-            log.warning("zeroconf: goodbye for %s failed: %s", info and info.name, exc)
+            self.log.warning("zeroconf: goodbye for %s failed: %s", info and info.name, exc)
         try:
             await asyncio.wait_for(azc.async_close(), 3.0)
         except Exception as exc:
-            log.warning("zeroconf: close failed: %s", exc)
+            self.log.warning("zeroconf: close failed: %s", exc)
 
 
 @dataclass(frozen=True)

@@ -490,7 +490,7 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
                 bus_info=self.ctx.bus_info,
             )
             interfaces, version = zeroconf_options(bound)
-            self._advertiser = Advertiser(interfaces, version)
+            self._advertiser = Advertiser(interfaces, version, self.log)
             registered = await self._advertiser.register(name, self.port, txt, addresses)
             self.service_name = registered
             self.log.info(

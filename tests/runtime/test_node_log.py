@@ -11,10 +11,12 @@ import can
 import pytest
 import yaml
 from websockets.asyncio.client import connect
+from zeroconf import IPVersion
 
 from les02_flow.compiler import compile_document
 from les02_flow.flowfile import load_flow_text
 from les02_flow.node import Context, Node, NodeConfig, NodeLogAdapter, RateLimitedLog
+from les02_flow.nodes.ecuconnect.mdns import Advertiser
 from les02_flow.nodes.simbus import send_frame, shutdown_bus
 from les02_flow.nodes.ws.sink import WsSink, WsSinkConfig
 from les02_flow.registry import default_registry
@@ -137,3 +139,18 @@ def test_ws_sink_keeps_websockets_info_lines_out_of_the_log(
     assert "ws_sink 'ws': client " in caplog.text  # the node's own line, prefixed
     assert not [r for r in caplog.records if r.name.endswith(".websockets")], caplog.text
     assert logging.getLogger("les02_flow.node.ws.websockets").level == logging.NOTSET
+
+
+def test_the_zeroconf_advertiser_logs_on_the_sinks_prefixed_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenZeroconf:
+        async def async_close(self) -> None:
+            raise OSError("socket gone")
+
+    log = Context("tcp", logging.getLogger("les02_flow.node.tcp")).node_log("ecuconnect_tcp_sink")
+    advertiser = Advertiser(None, IPVersion.V4Only, log)
+    advertiser._azc = BrokenZeroconf()  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="les02_flow.node.tcp"):
+        asyncio.run(advertiser.close())
+    assert caplog.messages == ["ecuconnect_tcp_sink 'tcp': zeroconf: close failed: socket gone"]
