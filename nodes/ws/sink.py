@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
+from json import encoder as json_encoder
 from http import HTTPStatus
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -42,6 +43,7 @@ __all__ = [
     "TypeFilterError",
     "WsSink",
     "WsSinkConfig",
+    "event_json",
     "parse_types_query",
 ]
 
@@ -116,6 +118,59 @@ def parse_types_query(path: str) -> frozenset[str] | None:
             "empty ?types= filter: name at least one type, or omit the query for all types"
         )
     return frozenset(names)
+
+
+_POSITION_KEYS = ("proto", "type", "ts", "source", "payload")
+_POSITION_PAYLOAD = ("channel", "position_raw")
+_POSITION_JSON = (
+    '{"proto": %d, "type": %s, "ts": %s, "source": %s, '
+    '"payload": {"channel": %s, "position_raw": %d}}'
+)
+_INF = float("inf")
+
+
+def event_json(event: Any) -> str:
+    """``encode_event(event)``, the same text; ``position_sample`` events (most of the stream)
+    of the usual shape without the general encoder: one formatting of a fixed template.
+
+    The shortcut applies only to a plain dict with exactly the envelope's keys in order and a
+    payload of exactly ``channel`` (str) and ``position_raw`` (int), ``proto`` an int, ``ts`` a
+    finite float, ``type``/``source`` str; strings are escaped by the very function the JSON
+    encoder uses. Everything else goes to :func:`les02_flow.events.encode_event` (tests compare
+    both on random events).
+
+    >>> from les02_flow.events import make_event
+    >>> e = make_event("position_sample", 1.5, {"channel": "master", "position_raw": 144})
+    >>> event_json(e) == encode_event(e)
+    True
+    """
+    if type(event) is dict and len(event) == 5:
+        payload = event.get("payload")
+        if type(payload) is dict and len(payload) == 2:
+            try:
+                proto, type_, ts, source, _ = event.values()
+                channel, raw = payload.values()
+            except ValueError:  # (changed size while unpacking: not ours to judge)
+                return encode_event(event)
+            if (
+                type(ts) is float
+                and -_INF < ts < _INF
+                and type(proto) is int
+                and type(raw) is int
+                and type(type_) is str
+                and type(source) is str
+                and type(channel) is str
+                and tuple(event) == _POSITION_KEYS
+                and tuple(payload) == _POSITION_PAYLOAD
+            ):
+                return _POSITION_JSON % (
+                    proto, _quote(type_), _float(ts), _quote(source), _quote(channel), raw
+                )  # fmt: skip
+    return encode_event(event)
+
+
+_quote = json_encoder.encode_basestring  # what json.JSONEncoder(ensure_ascii=False) uses
+_float = float.__repr__  # what the JSON encoder writes for a finite float
 
 
 def _clip(text: str, limit: int = 40) -> str:
@@ -363,7 +418,7 @@ class WsSink(Node[WsSinkConfig]):
         if not clients.wants(type_):
             return
         try:
-            frame = text_frame(encode_event(message).encode())
+            frame = text_frame(event_json(message).encode())
         except (TypeError, ValueError) as exc:
             self.report_error(message, exc)
             return

@@ -24,6 +24,7 @@ from les02_flow.nodes.ws.sink import (
     TypeFilterError,
     WsSink,
     WsSinkConfig,
+    event_json,
     parse_types_query,
 )
 from les02_flow.testing import wait_until
@@ -86,6 +87,57 @@ def test_parse_types_query(path: str, expected: set[str] | None) -> None:
 def test_parse_types_query_rejects(path: str, message: str) -> None:
     with pytest.raises(TypeFilterError, match=message.replace("?", r"\?")):
         parse_types_query(path)
+
+
+def test_event_json_is_encode_event_byte_for_byte() -> None:
+    import collections
+    import math
+    import random
+
+    rng = random.Random(16)
+    texts = [
+        "master",
+        "slave",
+        "",
+        'q"uote',
+        "back\\slash",
+        "ctl\x00\x1f\n\t",
+        "Aufzug ü €",
+        "\ud7ff𝄞",
+    ]
+    numbers: list[Any] = [0, 1, -1, 2**24 - 1, 2**70, True, False, 1.5, None, "144"]
+    stamps: list[Any] = [1737319234.5678, 0.0, -0.0, 1e-300, 1e300, 1.0, 17, math.inf, math.nan]
+    checked = fast = 0
+    for _ in range(4000):
+        payload: dict[str, Any] = {
+            "channel": rng.choice([*texts, 7, None]),
+            "position_raw": rng.choice(numbers),
+        }
+        if rng.random() < 0.1:
+            payload = dict(reversed(payload.items()))
+        if rng.random() < 0.05:
+            payload["extra"] = 1
+        event: Any = make_event(
+            rng.choice(["position_sample", "ride_end", "x\u2028"]),
+            rng.choice(stamps),
+            payload,
+            rng.choice(texts),
+        )
+        if rng.random() < 0.05:
+            event["proto"] = rng.choice([2, True, 1.0])
+        if rng.random() < 0.05:
+            event = collections.OrderedDict(event)
+        try:
+            expected: Any = encode_event(event)
+        except ValueError as exc:  # NaN/inf: the general encoder's error, unchanged
+            with pytest.raises(ValueError, match=str(exc)):
+                event_json(event)
+            continue
+        got = event_json(event)
+        assert got == expected, event
+        checked += 1
+        fast += type(event) is dict and type(payload.get("position_raw")) is int
+    assert checked > 3000 and fast > 1000
 
 
 def test_config_validation() -> None:
