@@ -19,8 +19,8 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from json import encoder as json_encoder
 from http import HTTPStatus
+from json import encoder as json_encoder
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
