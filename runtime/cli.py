@@ -8,7 +8,9 @@ function and an ``ORDER`` number (the order of ``--help``); they build their opt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from . import __version__
 from .clilog import CliLog, flush_logs
 from .registry import RegistryError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "quiet_closed_pipes"]
 
 
 def _command_modules() -> list[Any]:
@@ -82,7 +84,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         output.close()
+        quiet_closed_pipes()
     return code
+
+
+def quiet_closed_pipes() -> None:
+    """When the reader of stdout or stderr went away (``les02-flow replay x.log | head``),
+    point that descriptor at /dev/null so Python's flush at exit says no "Broken pipe" (the
+    recipe of the :mod:`signal` docs). A process-wide change, so it is made here, at the end
+    of the command line's run, and not by the node that noticed the closed pipe (``debug``).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+        except (OSError, ValueError):  # closed: nothing more can be written anyway
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from les02_flow import clilog
+from les02_flow.cli import quiet_closed_pipes
 from les02_flow.clilog import CliLog, _LogWriter, _QueueingHandler, flush_logs, installed_log
 
 
@@ -113,3 +115,20 @@ def test_the_log_file_gets_what_stderr_gets(tmp_path: Path) -> None:
     output.close()
     assert path.read_text(encoding="utf-8").endswith("les02_flow: to both\n")
     assert err.getvalue().endswith("les02_flow: to both\n")
+
+
+def test_the_cli_end_quiets_a_stdout_whose_reader_went_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        stream.write("a line nobody reads\n")
+        os.close(read_end)  # `| head` exited
+        monkeypatch.setattr("sys.stdout", stream)
+        quiet_closed_pipes()
+        stream.write("more\n")
+        stream.flush()  # no BrokenPipeError any more: the descriptor is /dev/null now
+        assert os.fstat(write_end).st_rdev == os.stat(os.devnull).st_rdev
+    finally:
+        stream.close()
