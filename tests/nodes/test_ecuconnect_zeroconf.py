@@ -50,7 +50,7 @@ def test_zeroconf_in_private_network_namespace() -> None:
         ["unshare", "-n", sys.executable, str(HERE), "--inside"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=100,
         check=False,
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(REPORT)]
@@ -109,7 +109,9 @@ async def _scenario() -> dict[str, Any]:
     report["port"] = sink.port
     report["registered"] = sink.service_name
 
-    found = await browse(5.0, interfaces=["127.0.0.1"], first=True)
+    # every wait below is bounded and returns as soon as its condition holds; the bounds are
+    # generous for a loaded machine (a window that must pass in full is named so)
+    found = await browse(20.0, interfaces=["127.0.0.1"], first=True)
     report["browsed"] = [
         {"name": f.name, "port": f.port, "addresses": list(f.addresses), "txt": f.properties}
         for f in found
@@ -128,7 +130,7 @@ async def _scenario() -> dict[str, Any]:
     source.build(None)["out"].subscribe(got.append)
     await source.start()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
+    deadline = loop.time() + 30
     while sink.client_count < 1 and loop.time() < deadline:
         await asyncio.sleep(0.01)
     sink.consume(can.Message(arbitration_id=0x123, is_extended_id=False, data=b"\xc0\xff\xee"))
@@ -137,26 +139,31 @@ async def _scenario() -> dict[str, Any]:
     report["source_frame"] = [got[0].arbitration_id, got[0].data.hex()] if got else None
     await source.stop()
 
-    # the real CLI, in this namespace too
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "les02_flow.cli",
-        "discover",
-        "--json",
-        "--timeout",
-        "2",
-        "--interface",
-        "127.0.0.1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    try:
-        rows = json.loads(out.decode() or "[]")
-    except ValueError:
-        rows = out.decode()
-    report["cli"] = {"rc": proc.returncode, "rows": rows, "stderr": err.decode()[-2000:]}
+    # the real CLI, in this namespace too. `discover` listens for the whole --timeout window:
+    # 2 s is plenty on a quiet machine; a loaded one (a starved process misses the answers)
+    # gets a longer window, only when the shorter one found nothing
+    for window in ("2", "6", "15"):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "les02_flow.cli",
+            "discover",
+            "--json",
+            "--timeout",
+            window,
+            "--interface",
+            "127.0.0.1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        try:
+            rows = json.loads(out.decode() or "[]")
+        except ValueError:
+            rows = out.decode()
+        report["cli"] = {"rc": proc.returncode, "rows": rows, "stderr": err.decode()[-2000:]}
+        if not (proc.returncode == 1 and rows == [] and b"found within" in err):
+            break
 
     # goodbye: a browser that already knows the service sees it removed
     removed = asyncio.Event()
@@ -176,10 +183,10 @@ async def _scenario() -> dict[str, Any]:
 
     azc = AsyncZeroconf(interfaces=["127.0.0.1"])
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, listener=Listener())
-    await asyncio.wait_for(added.wait(), 10)  # it knows the service
+    await asyncio.wait_for(added.wait(), 30)  # it knows the service
     await sink.stop()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(removed.wait(), 10)
+        await asyncio.wait_for(removed.wait(), 30)
     report["goodbye"] = gone[0] if gone else None
     await browser.async_cancel()
     await azc.async_close()

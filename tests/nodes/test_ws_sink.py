@@ -609,9 +609,16 @@ def test_client_closing_itself_is_clean(caplog: pytest.LogCaptureFixture) -> Non
         try:
             async with client(sink):
                 await wait_until(lambda: sink.client_count == 1, "client")
+            # the count and the counter are waited for, not read right after one another: the
+            # sink may forget a client before the line with its totals is written
+            await wait_until(
+                lambda: sink.counters.extra.get("clients_disconnected") == 1,
+                "the disconnect counted",
+            )
             await wait_until(lambda: sink.client_count == 0, "client gone")
             sink.consume(sample(1))
             assert sink.counters.extra["clients_disconnected"] == 1
+            assert sink.counters.extra["clients_connected"] == 1
         finally:
             await sink.stop()
 
