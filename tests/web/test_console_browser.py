@@ -10,12 +10,16 @@ replaces docs/web-console.png (the README's screenshot).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
+import can
 import pytest
+
+from les02_flow.nodes.les02.elevator import STATUS_MASTER_ID, encode_status
 
 from .conftest import ROOT, RunningFlow, get_json, screenshot, wait_for
 
@@ -35,7 +39,6 @@ nodes:
     dwell_max: 1.2
     trips: 2
     seed: 7
-    start_delay: 1.0
   bus: {{type: can_source, channel: {CHANNEL}, wires: [parse]}}
   parse:
     type: les02_parse
@@ -43,7 +46,6 @@ nodes:
   rides:
     type: ride_detect
     stop_time: 0.5
-    sample_period: 0.004
     wires: [store, console, last]
   store: {{type: ride_store, path: "{{DB}}"}}
   console:
@@ -77,11 +79,22 @@ def page(browser: Any, lift: tuple[RunningFlow, str]) -> Any:
     return browser
 
 
-def nodes_shown(driver: Any) -> dict[str, Any]:
-    return {
-        g.get_attribute("data-node"): g
-        for g in driver.find_elements("css selector", "#flow g.node")
-    }
+def nodes_shown(driver: Any) -> dict[str, dict[str, str]]:
+    """Every node in the graph: its ``data-*`` attributes, the text under it (``text``) and its
+    status dot's state (``status``), read in one go: the page redraws the graph (hello, a
+    re-deploy, the graph fetched again), so an element found a moment ago may be gone."""
+    nodes: dict[str, dict[str, str]] = driver.execute_script(
+        "const out = {};"
+        "for (const g of document.querySelectorAll('#flow g.node')) {"
+        "  const d = Object.assign({}, g.dataset);"
+        "  d.text = [...g.querySelectorAll('text')].map(t => t.textContent).join(' ');"
+        "  const dot = g.querySelector('circle.status');"
+        "  d.status = dot ? dot.getAttribute('data-state') || '' : '';"
+        "  out[g.dataset.node] = d;"
+        "}"
+        "return out;"
+    )
+    return nodes
 
 
 def test_graph_shows_every_node_and_its_counters_increase(
@@ -91,37 +104,62 @@ def test_graph_shows_every_node_and_its_counters_increase(
     expected = set(flow.engine.nodes)
     wait_for(lambda: set(nodes_shown(page)) == expected, "every node in the graph")
     shown = nodes_shown(page)
-    assert shown["parse"].get_attribute("data-type") == "les02_parse"
-    assert "les02_parse" in shown["parse"].text
-    wait_for(lambda: int(nodes_shown(page)["parse"].get_attribute("data-in") or 0) > 0, "counts")
-    first = int(nodes_shown(page)["parse"].get_attribute("data-in"))
-    wait_for(
-        lambda: int(nodes_shown(page)["parse"].get_attribute("data-in")) > first,
-        "parse's counter to increase",
-    )
-    wait_for(lambda: "/s" in nodes_shown(page)["parse"].text, "a rate under the node")
+    assert shown["parse"]["type"] == "les02_parse"
+    assert "les02_parse" in shown["parse"]["text"]
+    wait_for(lambda: int(nodes_shown(page)["parse"].get("in") or 0) > 0, "counts")
+    first = int(nodes_shown(page)["parse"]["in"])
+    # status frames from here too, on the same virtual bus: the simulated lift (a few seconds)
+    # may have finished before a loaded machine got the page this far
+    with can.Bus(interface="virtual", channel=CHANNEL) as bus:
+        sequence = itertools.count(1000)
+
+        def risen() -> bool:
+            status = encode_status(next(sequence))
+            bus.send(
+                can.Message(arbitration_id=STATUS_MASTER_ID, data=status, is_extended_id=False)
+            )
+            return int(nodes_shown(page)["parse"].get("in") or 0) > first
+
+        wait_for(risen, "parse's counter to increase")
+    wait_for(lambda: "/s" in nodes_shown(page)["parse"]["text"], "a rate under the node")
     wires = page.find_elements("css selector", "#flow path.wire:not(.bus)")
     assert len(wires) == sum(
         len(t) for n in flow.engine.flow.nodes.values() for t in n.wires.values()
     )
-    status = nodes_shown(page)["bus"].find_element("css selector", "circle.status")
-    assert status.get_attribute("data-state") == "ok"
+    assert nodes_shown(page)["bus"]["status"] == "ok"
 
 
-def debug_items(driver: Any) -> list[tuple[str, bool]]:
-    """(type, displayed) of every entry in the debug list, read in one go (it changes live)."""
+def debug_items(driver: Any) -> list[tuple[str, bool, str]]:
+    """(type, displayed, payload text) of every entry in the debug list, read in one go (it
+    changes live)."""
     items: list[list[Any]] = driver.execute_script(
         "return [...document.querySelectorAll('#debug-list li')]"
-        ".map(li => [li.dataset.type, li.offsetParent !== null]);"
+        ".map(li => [li.dataset.type, li.offsetParent !== null,"
+        " (li.querySelector('code') || {}).textContent || '']);"
     )
-    return [(str(t), bool(shown)) for t, shown in items]
+    return [(str(t), bool(shown), str(text)) for t, shown, text in items]
 
 
-def test_debug_panel_filters_by_type_and_pauses(page: Any) -> None:
+def inject(flow: RunningFlow, type_: str, mark: str) -> None:
+    """Hand the console one event (as its wire would), marked so the page's entry is found."""
+    ev = {"proto": 1, "type": type_, "ts": 1_737_000_000.0, "source": "", "payload": {"mark": mark}}
+    flow.on_loop(functools.partial(flow.node("console").consume, ev))
+
+
+def shown_mark(driver: Any, mark: str) -> bool | None:
+    """Whether the debug entry carrying ``mark`` is displayed; ``None`` while it is not there."""
+    for _, shown, text in debug_items(driver):
+        if f'"{mark}"' in text:
+            return shown
+    return None
+
+
+def test_debug_panel_filters_by_type_and_pauses(page: Any, lift: tuple[RunningFlow, str]) -> None:
     from selenium.webdriver.support.ui import Select
 
+    flow, _ = lift
     wait_for(
-        lambda: {"position_sample", "status"} <= {t for t, _ in debug_items(page)},
+        lambda: {"position_sample", "status"} <= {t for t, _, _ in debug_items(page)},
         "samples and statuses in the debug list",
     )
     select = Select(page.find_element("id", "debug-filter"))
@@ -130,30 +168,33 @@ def test_debug_panel_filters_by_type_and_pauses(page: Any) -> None:
         "a 'status' filter option",
     )
     select.select_by_value("status")
-    wait_for(lambda: {t for t, shown in debug_items(page) if shown} == {"status"}, "only statuses")
-    assert any(not shown for _, shown in debug_items(page))  # the others are there, hidden
-    # events arriving while filtered stay filtered
-    before = page.execute_script("return document.querySelector('#debug-list li').outerHTML;")
     wait_for(
-        lambda: (
-            page.execute_script("return document.querySelector('#debug-list li').outerHTML;")
-            != before
-        ),
-        "new debug entries",
+        lambda: {t for t, shown, _ in debug_items(page) if shown} == {"status"}, "only statuses"
     )
-    assert {t for t, shown in debug_items(page) if shown} <= {"status"}
+    assert any(not shown for _, shown, _ in debug_items(page))  # the others are there, hidden
+    # events arriving while filtered stay filtered (handed to the console here: the simulated
+    # lift may have finished by now)
+    inject(flow, "status", "probe-status")
+    inject(flow, "test_probe", "probe-other")
+    wait_for(lambda: shown_mark(page, "probe-other") is not None, "the new debug entries")
+    assert shown_mark(page, "probe-other") is False
+    assert shown_mark(page, "probe-status") is True
+    assert {t for t, shown, _ in debug_items(page) if shown} <= {"status"}
 
     pause = page.find_element("id", "debug-pause")
     pause.click()
     assert pause.get_attribute("aria-pressed") == "true"
     first = page.execute_script("return document.querySelector('#debug-list li').outerHTML;")
+    inject(flow, "status", "probe-held")
     wait_for(lambda: "held" in page.find_element("id", "debug-note").text, "events held")
     assert (
         page.execute_script("return document.querySelector('#debug-list li').outerHTML;") == first
     )
+    assert shown_mark(page, "probe-held") is None
     pause.click()
+    wait_for(lambda: shown_mark(page, "probe-held") is True, "the held entry after resuming")
     select.select_by_value("")
-    assert all(shown for _, shown in debug_items(page))
+    assert all(shown for _, shown, _ in debug_items(page))
 
 
 def test_redeploy_that_adds_a_node_shows_it_without_reload(
@@ -167,12 +208,22 @@ def test_redeploy_that_adds_a_node_shows_it_without_reload(
     assert result.added == ["tee"] and "console" in result.kept
     wait_for(lambda: "tee" in nodes_shown(page), "the added node on the page")
     assert page.execute_script("return window.__notReloaded === true;")
-    tee = nodes_shown(page)["tee"]
-    assert tee.get_attribute("data-type") == "debug"
+    assert nodes_shown(page)["tee"]["type"] == "debug"
     wait_for(
         lambda: page.find_elements("css selector", '#flow path.wire[data-to="tee"]'), "its wire"
     )
     screenshot(page, "web-console-redeploy")
+
+
+def click(driver: Any, css: str) -> bool:
+    """Click the element ``css`` finds; ``False`` when it was replaced meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        driver.find_element("css selector", css).click()
+    except StaleElementReferenceException:
+        return False
+    return True
 
 
 def test_a_simulated_trip_appears_with_its_chart(page: Any, lift: tuple[RunningFlow, str]) -> None:
@@ -193,12 +244,16 @@ def test_a_simulated_trip_appears_with_its_chart(page: Any, lift: tuple[RunningF
         "the stored ride's download links",
     )
     assert [h.rsplit("/", 1)[1] for h in links] == ["export.csv", "export.json"]
-    row = page.find_element("css selector", row_css)
-    assert ride["direction"] in row.text
-    assert f"{round(ride['distance_mm']):,} mm" in row.text
+    # the list is redrawn when the next ride ends or the store answers: read the row in one go
+    # and click a fresh one (again if it was replaced under the click)
+    row_text = page.execute_script(
+        "return document.querySelector(arguments[0]).innerText;", row_css
+    )
+    assert ride["direction"] in row_text
+    assert f"{round(ride['distance_mm']):,} mm" in row_text
     stored = get_json(port, f"/api/rides/{ride['ride_id']}/samples")["samples"]
     assert len(stored) > 100
-    row.click()
+    wait_for(lambda: click(page, row_css), "a click on the ride's row")
     chart = page.find_element("id", "ride-chart")
     wait_for(lambda: chart.get_attribute("data-ride") == ride["ride_id"], "the ride's chart")
     assert int(chart.get_attribute("data-samples")) == len(stored)
@@ -242,6 +297,15 @@ def test_lift_view_shows_the_last_position_sample(page: Any, lift: tuple[Running
     assert "F" in page.find_element("id", "pos-master").text  # at a floor
 
 
+def lift_row(driver: Any) -> dict[str, str]:
+    """lift-7's row in the Lifts panel (its data-* and text, read in one go), or ``{}``."""
+    row: dict[str, str] | None = driver.execute_script(
+        "const tr = document.querySelector(\"#lifts-body tr[data-source='lift-7']\");"
+        "return tr ? Object.assign({text: tr.innerText}, tr.dataset) : null;"
+    )
+    return row or {}
+
+
 def test_lifts_panel_is_hidden_for_one_lift_and_shows_a_fleets_lift(
     page: Any, lift: tuple[RunningFlow, str]
 ) -> None:
@@ -261,13 +325,12 @@ def test_lifts_panel_is_hidden_for_one_lift_and_shows_a_fleets_lift(
         flow.on_loop(functools.partial(console.consume, ev))
 
         def row_state(state: str = state) -> bool:
-            rows = page.find_elements("css selector", "#lifts-body tr[data-source='lift-7']")
-            return bool(rows) and rows[0].get_attribute("data-state") == state
+            return bool(lift_row(page).get("state") == state)
 
         wait_for(row_state, f"the Lifts panel to show lift-7 {state}")
     assert card.is_displayed()
-    row = page.find_element("css selector", "#lifts-body tr[data-source='lift-7']")
-    assert row.get_attribute("data-site") == "hq" and "offline" in row.text
+    row = lift_row(page)
+    assert row["site"] == "hq" and "offline" in row["text"]
 
 
 def test_wrong_token_gets_401(browser: Any) -> None:
