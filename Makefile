@@ -6,7 +6,7 @@ FLOW   ?= flows/default.yaml
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck pytest bench docs clean
+.PHONY: help install run test lint typecheck pytest bench docs screenshot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: $(VENV)/.installed-test ## run the benchmarks, append results to bench/RE
 
 docs: $(VENV)/.installed ## regenerate docs/nodes.md from the node registry
 	$(BIN)/les02-flow nodes --markdown > docs/nodes.md
+
+screenshot: $(VENV)/.installed-test ## docs/web-console.png from flows/default.yaml (headless Chromium, ~1 min)
+	$(BIN)/python -m tests.web.screenshot docs/web-console.png $(ARGS)
 
 clean: ## remove .venv and build output
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

@@ -3,8 +3,8 @@ against a simulated lift run by the real engine: the flow graph, the lift view, 
 list with its chart, the debug sidebar, a live re-deploy, a fleet's lift in the Lifts panel,
 and a wrong token.
 
-Screenshots land in build/test-artifacts/; with LES02_UPDATE_SCREENSHOT=1 the ride one also
-replaces docs/web-console.png (the README's screenshot).
+Screenshots land in build/test-artifacts/ (never in docs/: the README's docs/web-console.png
+shows flows/default.yaml and is made by `make screenshot`, tests/web/screenshot.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from les02_flow.nodes.les02.elevator import STATUS_MASTER_ID, encode_status
 
-from .conftest import ROOT, RunningFlow, get_json, screenshot, wait_for
+from .conftest import RunningFlow, get_json, screenshot, wait_for
 
 CHANNEL = f"browser{os.getpid()}"
 
@@ -267,11 +266,9 @@ def test_a_simulated_trip_appears_with_its_chart(page: Any, lift: tuple[RunningF
     size = page.get_window_size()
     page.set_window_size(1600, 1660)  # the whole page, for the README
     try:
-        path = screenshot(page, "web-console")
+        screenshot(page, "web-console")
     finally:
         page.set_window_size(size["width"], size["height"])
-    if os.environ.get("LES02_UPDATE_SCREENSHOT"):
-        shutil.copy(path, ROOT / "docs" / "web-console.png")
 
 
 def test_lift_view_shows_the_last_position_sample(page: Any, lift: tuple[RunningFlow, str]) -> None:
