@@ -356,7 +356,6 @@ class Engine:
         self.live: dict[str, _Live] = {}
         self._stop_requested = asyncio.Event()
         self._all_finished = asyncio.Event()
-        self._started = False
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -479,7 +478,6 @@ class Engine:
 
     async def start(self) -> None:
         """Open every node's resources and connect the graph; sources start last."""
-        self._started = True
         try:
             for nid in self.start_order():
                 await self._start_one(self.live[nid])

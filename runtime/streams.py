@@ -42,10 +42,6 @@ class HotPort(Generic[T]):
         self.on_next: Callable[[T], None] = self._drop
         self.observable: Observable[T] = Observable(self._subscribe)
 
-    @property
-    def has_observers(self) -> bool:
-        return bool(self._observers)
-
     def _subscribe(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
