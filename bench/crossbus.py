@@ -250,9 +250,12 @@ def run_one(
 ) -> Result:
     tmp = tempfile.mkdtemp(prefix="bench-crossbus-")
     res = Result(system, rate, n_ws, n_tcp)
-    if system.split("+", 1)[0] == "les02-flow":  # les02-flow+node.key=value+...: with --set
+    name, _, tree = system.split("+", 1)[0].partition("@")
+    if name == "les02-flow":  # les02-flow[@TREE][+node.key=value+...]
         extra_set = (*extra_set, *system.split("+")[1:])
         exe = str(Path(sys.executable).with_name("les02-flow"))
+        if tree:  # another checkout's code (its own venv), e.g. main, in the same run
+            exe = str(Path(tree) / ".venv" / "bin" / "les02-flow")
         cmd = [exe, "run", str(FLOW), "--log-level", "INFO"]
         for kv in (
             "sim.disabled=true", "bus.interface=udp_multicast", f"bus.channel={GROUP}",
@@ -470,7 +473,8 @@ def _cli() -> int:
         default=",".join(SYSTEMS),
         help=f"comma-separated, of {', '.join(ALL_SYSTEMS)} (default: {','.join(SYSTEMS)}); "
         "floor-recv / floor-write: bench.crossfloor, a do-nothing receiver of the same bus; "
-        "les02-flow+NODE.KEY=VALUE[+...]: les02-flow with these --set (variants in one run)",
+        "les02-flow+NODE.KEY=VALUE[+...]: les02-flow with these --set (variants in one run); "
+        "les02-flow@DIR: the les02-flow of another checkout (DIR/.venv), e.g. @/work/main",
     )
     p.add_argument(
         "--floor-window",
@@ -499,7 +503,7 @@ def _cli() -> int:
     command = ".venv/bin/python -m bench.crossbus" + (f" {' '.join(argv)}" if argv else "")
     scenarios = tuple(tuple(int(x) for x in sc.split(":")) for sc in a.scenario) or SCENARIOS
     systems = tuple(x for x in a.systems.split(",") if x)
-    unknown = sorted(x for x in systems if x.split("+", 1)[0] not in ALL_SYSTEMS)
+    unknown = sorted(x for x in systems if x.split("+", 1)[0].partition("@")[0] not in ALL_SYSTEMS)
     if unknown:
         p.error(f"unknown system(s) {', '.join(unknown)}: choose from {', '.join(ALL_SYSTEMS)}")
     main(duration, not a.no_append, command, scenarios, tuple(a.set), systems,  # type: ignore[arg-type]

@@ -130,6 +130,13 @@ def test_read_interval_batches_wake_ups_and_loses_nothing(report: dict[str, Any]
     assert rest["watching_again"] == 1, rest
 
 
+def test_in_an_engine_frames_go_downstream_in_lists_in_order(report: dict[str, Any]) -> None:
+    lists = report["lists"]
+    assert lists["frames"] == list(range(300))  # every frame once, in order
+    assert 1 < lists["longest"] <= lists["chunk"]  # a burst went as lists, bounded
+    assert lists["one_by_one"] == 0  # not also through the port's observers
+
+
 def test_a_full_backlog_pauses_reading_and_loses_nothing(report: dict[str, Any]) -> None:
     backlog = report["backlog"]
     assert backlog["frames"] == list(range(500))
@@ -416,8 +423,35 @@ async def _backlog(port: int) -> dict[str, Any]:
     return {"frames": got, "pauses": pauses[0], "kernel_drops": drops}
 
 
+async def _lists(port: int) -> dict[str, Any]:
+    """In an engine (bind_batches): what one read brought goes downstream as lists."""
+    from les02_flow.nodes.can_source import EMIT_LIST_CHUNK
+
+    node = _node(port, read_interval=0.02)
+    lists: list[list[int]] = []
+    one_by_one: list[int] = []
+    node.build(None)["out"].subscribe(lambda m: one_by_one.append(1))
+    node.bind_batches({"out": lambda ms: lists.append([int.from_bytes(m.data, "big") for m in ms])})
+    await node.start()
+    sender = can.Bus(interface="udp_multicast", channel=GROUP, port=port)
+    for i in range(300):
+        sender.send(can.Message(arbitration_id=0x80, data=i.to_bytes(2, "big")))
+        if i % 100 == 99:
+            await asyncio.sleep(0.01)
+    await wait_until(lambda: sum(map(len, lists)) >= 300, "300 frames in lists")
+    await node.stop()
+    sender.shutdown()
+    return {
+        "frames": [f for part in lists for f in part],
+        "longest": max(map(len, lists)),
+        "chunk": EMIT_LIST_CHUNK,
+        "one_by_one": len(one_by_one),
+    }
+
+
 async def _scenarios() -> dict[str, Any]:
     return {
+        "lists": await _lists(47006),
         "same": await _same(47001),
         "bad": await _bad(47002),
         "drops": await _drops(47003),
