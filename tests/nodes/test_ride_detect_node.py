@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 from reactivex.subject import Subject
 
-from les02_flow.compiler import compile_document
+from les02_flow.compiler import CompiledFlow, compile_document
 from les02_flow.engine import Engine
 from les02_flow.events import Event, make_event
 from les02_flow.flowfile import FlowDocument
@@ -150,6 +150,48 @@ def received() -> list[Event]:
     return Collect.received.get("sink", [])
 
 
+def scaled_ride_detect(speed: float, **extra: Any) -> dict[str, Any]:
+    """A ``ride_detect`` node (into ``sink``) with the rules scaled for frame time running
+    ``speed`` times faster than the simulation."""
+    return {
+        "type": "ride_detect",
+        "rate_hz": 250.0 * speed,
+        "max_speed": 25000.0 * speed,
+        "max_accel": 3000.0 * speed * speed,
+        "window": 0.2 / speed,
+        "start_speed": 15.0 * speed,
+        "start_time": 0.05 / speed,
+        "stop_speed": 8.0 * speed,
+        "stop_time": 2.0 / speed,
+        "fit_span": 0.25 / speed,
+        "fit_search": 0.6 / speed,
+        "idle_timeout": 0.5,
+        "live_grace": 0.05,
+        "wires": ["sink"],
+        **extra,
+    }
+
+
+def run_until_rides(flow: CompiledFlow, trips: int, settle: float = 0.0) -> Engine:
+    """Run ``flow`` until ``sink`` holds ``trips`` ride_end events (then ``settle`` s more)."""
+
+    async def main() -> Engine:
+        engine = Engine(flow)
+        await engine.start()
+        try:
+            await wait_until(
+                lambda: sum(e["type"] == "ride_end" for e in received()) >= trips,
+                f"{trips} rides",
+                WAIT,
+            )
+            await asyncio.sleep(settle)
+        finally:
+            await engine.stop()
+        return engine
+
+    return asyncio.run(main())
+
+
 def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> None:
     Collect.received.clear()
     builtin = default_registry(plugins=False)
@@ -181,24 +223,8 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
                     },
                     "bus": {"type": "can_source", "channel": channel, "wires": ["parse"]},
                     "parse": {"type": "les02_parse", "wires": {"out": ["rides"]}},
-                    "rides": {
-                        "type": "ride_detect",
-                        # frame time runs `speed` times faster than the simulation
-                        "rate_hz": 250.0 * speed,
-                        "max_speed": 25000.0 * speed,
-                        "max_accel": 3000.0 * speed * speed,
-                        "window": 0.2 / speed,
-                        "start_speed": 15.0 * speed,
-                        "start_time": 0.05 / speed,
-                        "stop_speed": 8.0 * speed,
-                        "stop_time": 2.0 / speed,
-                        "fit_span": 0.25 / speed,
-                        "fit_search": 0.6 / speed,
-                        "idle_timeout": 0.5,
-                        "gap_limit": 1000,
-                        "live_grace": 0.05,
-                        "wires": ["sink"],
-                    },
+                    # frame time runs `speed` times faster than the simulation
+                    "rides": scaled_ride_detect(speed, gap_limit=1000),
                     "sink": {"type": "collect"},
                 },
             },
@@ -206,21 +232,8 @@ def test_sim_driven_flow_gives_one_ride_per_trip_with_matching_distances() -> No
         registry,
     )
 
-    async def main() -> Engine:
-        engine = Engine(flow)
-        await engine.start()
-        try:
-            await wait_until(
-                lambda: sum(e["type"] == "ride_end" for e in received()) >= trips,
-                f"{trips} rides",
-                WAIT,
-            )
-            await asyncio.sleep(0.1)  # nothing more should come (an absence: waits, on purpose)
-        finally:
-            await engine.stop()
-        return engine
-
-    engine = asyncio.run(main())
+    # then nothing more should come (an absence: it waits 0.1 s, on purpose)
+    engine = run_until_rides(flow, trips, settle=0.1)
     sim = engine.nodes["sim"]
     assert isinstance(sim, Les02Sim)
     truth = sim.sim.trips
@@ -309,22 +322,7 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
                     "bus": {"type": "can_source", "channel": channel, "wires": ["parse"]},
                     "parse": {"type": "les02_parse", "wires": {"out": ["rides", "stall"]}},
                     "stall": {"type": "stall_loop"},
-                    "rides": {
-                        "type": "ride_detect",
-                        "rate_hz": 250.0 * speed,
-                        "max_speed": 25000.0 * speed,
-                        "max_accel": 3000.0 * speed * speed,
-                        "window": 0.2 / speed,
-                        "start_speed": 15.0 * speed,
-                        "start_time": 0.05 / speed,
-                        "stop_speed": 8.0 * speed,
-                        "stop_time": 2.0 / speed,
-                        "fit_span": 0.25 / speed,
-                        "fit_search": 0.6 / speed,
-                        "idle_timeout": 0.5,
-                        "live_grace": 0.05,
-                        "wires": ["sink"],
-                    },
+                    "rides": scaled_ride_detect(speed),
                     "sink": {"type": "collect"},
                 },
             },
@@ -332,20 +330,7 @@ def test_live_flow_with_a_stalled_loop_gives_one_ride_per_trip_and_plausible_spe
         registry,
     )
 
-    async def main() -> Engine:
-        engine = Engine(flow)
-        await engine.start()
-        try:
-            await wait_until(
-                lambda: sum(e["type"] == "ride_end" for e in received()) >= trips,
-                f"{trips} rides",
-                WAIT,
-            )
-        finally:
-            await engine.stop()
-        return engine
-
-    engine = asyncio.run(main())
+    engine = run_until_rides(flow, trips)
     assert len(STALLS) == 2, "the loop was not stalled"
     samples = [e for e in received() if e["type"] == "position_sample"]
     master = [e["ts"] for e in samples if e["payload"]["channel"] == "master"]
