@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -45,6 +46,22 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture
 def cli_cmd() -> list[str]:
     return _cli()
+
+
+@pytest.fixture
+def command_help() -> Callable[[str], str]:
+    """``les02-flow COMMAND --help``'s text, made in this process: what ``--help`` prints is
+    the command's parser's help (test_cli.py runs the installed entry point's ``--help`` once;
+    a process per command's help adds only interpreter start-ups)."""
+    from les02_flow.cli import build_parser
+
+    def text(command: str) -> str:
+        subparsers = next(
+            a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+        )
+        return str(subparsers.choices[command].format_help())
+
+    return text
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ def test_help_lists_every_command_with_examples(cli: Cli) -> None:
         (["sim", "--duration", "-1"], "must be > 0"),
         (["replay", "x.log", "--speed", "inf"], "finite"),
         (["uds-sim", "--tester-id", "0x800"], "not an 11-bit CAN id"),
+        (["uds-sim", "--speed", "0"], "must be > 0"),
         (["canlogger", "--port", "70000"], "not a TCP port"),
         (["run", "f.yaml", "--stats-interval", "nan"], "finite"),
     ],

@@ -85,8 +85,9 @@ def test_wrong_password_clear_error_keeps_running_and_retries(
     monkeypatch.setenv("CENTRAL_PW", "c")
 
     async def main() -> tuple[list[Any], dict[str, int]]:
+        # timeout: a connect attempt caught by the broker swap below waits for it (10 s default)
         sk = sink(url=broker.url, username="lift-1", password_env="LIFT_PW", source="edge",
-                  spool_dir=str(tmp_path / "spool"))  # fmt: skip
+                  spool_dir=str(tmp_path / "spool"), timeout=2.0)  # fmt: skip
         await sk.start()
         for i in range(5):
             sk.consume(ride_end(i))  # accepted while refused: kept in the spool
@@ -188,36 +189,40 @@ def test_slow_subscriber_never_stalls_the_edge(broker: Mosquitto) -> None:
     n = 3000
     try:
 
-        async def main() -> tuple[list[Any], float, float]:
+        async def main() -> tuple[list[Any], list[float], float]:
             src, events, _ = source(url=broker.url)
             await src.start()
             await until(lambda: src.subscribed, "subscribed")
             sk = sink(url=broker.url, source="edge")
             await sk.start()
             await until(lambda: sk._connected, "sink connected")
-            worst = 0.0
+            took: list[float] = []
             t_all = time.perf_counter()
             for i in range(n):
                 e = ride_end(i)
                 e["payload"]["pad"] = "x" * 300  # ~1 MB in all: far beyond the stalled socket
                 t = time.perf_counter()
                 sk.consume(e)
-                worst = max(worst, time.perf_counter() - t)
+                took.append(time.perf_counter() - t)
                 if i % 100 == 99:
                     await asyncio.sleep(0)
             t_all = time.perf_counter() - t_all
             await until(lambda: len([e for e in events if e["type"] == "ride_end"]) == n,
                         "the healthy subscriber gets everything", wait=60)  # fmt: skip
             await stop_all(sk, src)
-            return events, worst, t_all
+            return events, took, t_all
 
-        events, worst, _t_all = asyncio.run(main())
+        events, took, _t_all = asyncio.run(main())
     finally:
         stalled.close()
     rides = [e["payload"]["ride_id"] for e in events if e["type"] == "ride_end"]
     assert rides == [f"r{i:05d}" for i in range(n)]
-    # consume never waits on the network: bounded by encoding, not by the stalled reader
-    assert worst < 0.05, worst
+    # consume never waits on the network: bounded by encoding, not by the stalled reader. A
+    # wait would show in every call; a loaded machine preempts (or collects garbage in) a few
+    # of them, so 99 % of the calls are held to the bound and none may take a second
+    took.sort()
+    assert took[int(len(took) * 0.99)] < 0.05, took[-40:]
+    assert took[-1] < 1.0, took[-40:]
 
 
 def test_aiomqtt_is_the_client() -> None:
