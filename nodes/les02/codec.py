@@ -34,7 +34,13 @@ from typing import Final
 
 import can
 
-from les02_flow.events import Channel, Event, FramePayload, PositionSamplePayload, make_event
+from les02_flow.events import (
+    PROTO_VERSION,
+    Channel,
+    Event,
+    FramePayload,
+    PositionSamplePayload,
+)
 
 __all__ = [
     "BAD_DLC",
@@ -181,7 +187,15 @@ class Les02Decoder:
                 }
             else:
                 payload = {"channel": channel, "can_id": can_id, "data": data.hex()}
-            return make_event(type_, msg.timestamp, payload, self._source)
+            # make_event(type_, msg.timestamp, payload, self._source), inlined (same keys in
+            # the same order: the JSON is byte for byte the same)
+            return {
+                "proto": PROTO_VERSION,
+                "type": type_,
+                "ts": msg.timestamp,
+                "source": self._source,
+                "payload": payload,
+            }
         except Exception as exc:  # anything that is not a well-formed can.Message
             return Rejection(
                 MALFORMED, f"not a well-formed CAN frame ({type(exc).__name__}: {exc})", msg

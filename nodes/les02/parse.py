@@ -100,7 +100,9 @@ class Les02Parse(Node[Les02ParseConfig]):
             except Exception as exc:
                 self.report_error(msg, exc)
                 continue
-            if type(result) is Rejection or isinstance(result, Rejection):
+            if type(result) is dict:  # an event (the common case)
+                append(result)
+            elif isinstance(result, Rejection):
                 self._count_invalid(result)
                 invalid.append(result.frame)
             else:
