@@ -77,7 +77,9 @@ the detector's state is unchanged then.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 import uuid
 from collections import deque
@@ -396,6 +398,42 @@ def _sse(ts: Sequence[float], ds: Sequence[float], t0: float, *, n: float) -> fl
     return sdd - sdg * sdg / sgg if sgg > 0.0 else sdd
 
 
+def _sse_of(ts: Sequence[float], ds: Sequence[float], n: float) -> Callable[[float], float]:
+    """``t0 -> _sse(ts, ds, t0, n=n)``, bit for bit, for the many ``t0`` of one fit.
+
+    ``sdd`` does not depend on ``t0``: it is summed once, in the same order. The fits' times
+    are sorted (ascending for the start fit, descending for the end fit), so the points with
+    ``t > t0`` are a suffix (a prefix): only those are visited, in the same order, with the
+    same operations. Unsorted times take :func:`_sse` itself.
+    """
+    sdd = 0.0
+    for d in ds:
+        sdd += d * d
+    pairs = list(zip(ts, ds, strict=True))
+    ascending = all(a <= b for a, b in itertools.pairwise(ts))
+    descending = not ascending and all(a >= b for a, b in itertools.pairwise(ts))
+    if not (ascending or descending):
+        return functools.partial(_sse, ts, ds, n=n)
+
+    def sse(t0: float) -> float:
+        sdg = sgg = 0.0
+        if ascending:
+            for t, d in pairs[bisect.bisect_right(ts, t0) :]:
+                g = (t - t0) ** n
+                sdg += d * g
+                sgg += g * g
+        else:
+            for t, d in pairs:
+                if t <= t0:
+                    break
+                g = (t - t0) ** n
+                sdg += d * g
+                sgg += g * g
+        return sdd - sdg * sdg / sgg if sgg > 0.0 else sdd
+
+    return sse
+
+
 def _linear_t0(ts: Sequence[float], ds: Sequence[float], n: float) -> float | None:
     """Quick estimate of t0 from a weighted line through ``d ** (1/n)`` (points with d > 0)."""
     sw = swt = swy = swtt = swty = 0.0
@@ -475,10 +513,11 @@ def fit_onset(
         else:
             guess = min(max(guess, lower), upper)
             lo, hi = max(lower, guess - 0.05), min(upper, guess + 0.05)
+        sse_at = _sse_of(ts, ds, n)
         if hi - lo <= tol:
-            t0, sse = lo, _sse(ts, ds, lo, n=n)
+            t0, sse = lo, sse_at(lo)
         else:
-            t0, sse = _golden(functools.partial(_sse, ts, ds, n=n), lo, hi, tol)
+            t0, sse = _golden(sse_at, lo, hi, tol)
         fits[n] = (sse, t0)
     # Quantisation dominates the residuals of a short onset, so the exponent is only weakly
     # identified: prefer the jerk-limited n = 3 (every modern elevator drive) unless another

@@ -29,7 +29,7 @@ from les02_flow.nodes.les02.elevator import (
     ElevatorParams,
     ElevatorSim,
 )
-from les02_flow.nodes.rides.detector import RideDetector, round6
+from les02_flow.nodes.rides.detector import RideDetector, _sse, _sse_of, round6
 
 GOLDEN = Path(__file__).with_name("data") / "ride_detector_golden.json"
 T0 = 1_737_000_000.0
@@ -148,6 +148,25 @@ def test_round6_is_round_to_6_digits_bit_for_bit() -> None:
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_round6_equals_round_on_any_float(x: float) -> None:
     assert _same(round6(x), round(x, 6))
+
+
+def test_sse_of_a_fit_is_sse_bit_for_bit() -> None:
+    """The onset fit's residual function (sdd once, only the points past t0) equals _sse."""
+    rng = random.Random(7)
+    for case in range(300):
+        n_pts = rng.randint(0, 220)
+        ts = [rng.uniform(-0.6, 0.25) for _ in range(n_pts)]
+        if case % 3 == 0:
+            ts.sort()  # the start fit
+        elif case % 3 == 1:
+            ts.sort(reverse=True)  # the end fit
+        if case % 5 == 0 and ts:
+            ts[len(ts) // 2 :] = [ts[len(ts) // 2]] * (len(ts) - len(ts) // 2)  # equal times
+        ds = [max(0.0, rng.gauss(5.0, 4.0)) for _ in ts]
+        for n in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5):
+            sse_at = _sse_of(ts, ds, n)
+            for t0 in [rng.uniform(-0.7, 0.3) for _ in range(20)] + ts[:3] + [math.nan]:
+                assert _same(sse_at(t0), _sse(ts, ds, t0, n=n)), (case, n, t0)
 
 
 def test_events_are_bit_identical_to_the_detector_before_the_optimisation() -> None:
