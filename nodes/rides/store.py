@@ -448,6 +448,46 @@ class RideStore(Node[RideStoreConfig]):
         )
         self._thread.start()
 
+    def consume_batch(self, messages: list[Any]) -> None:
+        """:meth:`consume` per message (the batch path): the common position sample of a lift
+        already seen inline, with the settings read once; anything else through
+        :meth:`consume` (errors counted and logged per message, as the engine does)."""
+        buffers = self._buffers
+        max_samples = self.config.max_samples
+        margin = self.config.margin
+        consume = self.consume
+        for message in messages:
+            if type(message) is dict and message.get("type") == "position_sample":
+                payload = message.get("payload")
+                ts = message.get("ts")
+                if type(payload) is dict and type(ts) is float:
+                    raw = payload.get("position_raw")
+                    channel = payload.get("channel")
+                    site = message.get("site", "")
+                    source = message.get("source", "")
+                    if (
+                        type(raw) is int
+                        and type(channel) is str
+                        and type(site) is str
+                        and type(source) is str
+                    ):
+                        buf = buffers.get((site, source))
+                        if buf is not None:
+                            samples = buf.samples
+                            samples.append((ts, channel, raw))
+                            if len(samples) > max_samples:
+                                samples.popleft()
+                                self.counters.bump("samples_dropped")
+                            if not buf.open:
+                                limit = ts - _PRE_BUFFER - margin  # as in _trim
+                                while samples and samples[0][0] < limit:
+                                    samples.popleft()
+                            continue
+            try:
+                consume(message)
+            except Exception as exc:
+                self.report_error(message, exc)
+
     def consume(self, message: Any) -> None:
         # the common message first: a well-formed position sample of a lift already seen
         # (what the full path below does with it, without its conversions and calls)

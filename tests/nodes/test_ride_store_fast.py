@@ -1,9 +1,11 @@
-"""ride_store's fast path for position samples keeps exactly what its full path keeps.
+"""ride_store's fast path for position samples, and its batch path (consume_batch), keep
+exactly what its full path keeps.
 
 The same stream (samples of two lifts, rides opening and closing, samples older than the
 pre-buffer, a buffer over ``max_samples``) goes into two stores: as it is (position samples take
 the fast path) and with every ``ts`` a float subclass (the fast path checks exact types, so all
-take the full path). After every message both stores' buffers and counters must be equal.
+take the full path). After every message both stores' buffers and counters must be equal, and a third store fed
+the stream in batches must end with the same.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def _state(store: RideStore) -> Any:
 
 
 def test_fast_and_full_path_keep_the_same_samples() -> None:
-    fast, full = _store("fast"), _store("full")
-    for n, ev in enumerate(_stream()):
+    fast, full, batched = _store("fast"), _store("full"), _store("batched")
+    stream = _stream()
+    for k in range(0, len(stream), 97):  # the batch path, in batches of 97
+        batched.consume_batch(stream[k : k + 97])
+    for n, ev in enumerate(stream):
         slow = {**ev, "ts": Stamp(ev["ts"])}
         for store, msg in ((fast, ev), (full, slow)):
             try:
@@ -62,4 +67,5 @@ def test_fast_and_full_path_keep_the_same_samples() -> None:
         if n % 7 == 0:
             assert _state(fast) == _state(full)
     assert _state(fast) == _state(full)
+    assert _state(batched) == _state(full)
     assert sum(len(b.samples) for b in fast._buffers.values()) > 700
