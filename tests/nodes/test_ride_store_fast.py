@@ -4,8 +4,8 @@ exactly what its full path keeps.
 The same stream (samples of two lifts, rides opening and closing, samples older than the
 pre-buffer, a buffer over ``max_samples``) goes into two stores: as it is (position samples take
 the fast path) and with every ``ts`` a float subclass (the fast path checks exact types, so all
-take the full path). After every message both stores' buffers and counters must be equal, and a third store fed
-the stream in batches must end with the same.
+take the full path). After every message both stores' buffers and counters must be equal,
+and a third store fed the stream in batches must end with the same.
 """
 
 from __future__ import annotations
