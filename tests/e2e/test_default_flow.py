@@ -76,7 +76,7 @@ def test_default_flow_streams_position_samples(cli_cmd: list[str], free_port: in
         code, err = stop_flow(proc)
     assert code == 0, err
     assert "SIGTERM: stopping gracefully" in err
-    events, elapsed = results[0]
+    events, _ = results[0]
     samples = [e for e in events if e["type"] == "position_sample"]
     assert samples, "no position_sample received"
     for e in samples:
@@ -87,12 +87,14 @@ def test_default_flow_streams_position_samples(cli_cmd: list[str], free_port: in
         assert isinstance(e["payload"]["position_raw"], int)
     channels = {e["payload"]["channel"] for e in samples}
     assert channels == {"master", "slave"}
-    # "about 500 per second": 250 Hz per channel, interleaved (broad bounds; rates are benched)
-    rate = len(samples) / elapsed
-    assert 250 < rate < 750, rate
     # timestamps are frame times, in order
     ts = [e["ts"] for e in samples]
     assert ts == sorted(ts)
+    # "about 500 per second": 250 Hz per channel, interleaved (broad bounds; rates are benched),
+    # over the frames' own times: a client slow to read (a loaded machine) drains a backlog
+    # within its window, which says nothing about the stream
+    rate = (len(samples) - 1) / (ts[-1] - ts[0])
+    assert 250 < rate < 750, rate
     # every client got the same stream
     for other, _ in results[1:]:
         assert len(other) > 0.5 * len(events)
@@ -145,6 +147,11 @@ def test_sigint_stops_gracefully_and_logs_to_file(
         url = f"ws://127.0.0.1:{free_port}"
         events, _ = asyncio.run(collect(url, 0.5))
         assert events
+        # a periodic stats line before the signal (a starved flow's timer may be late)
+        deadline = time.monotonic() + 20
+        while not (log_file.exists() and "stats sim out=" in log_file.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no periodic stats line"
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
