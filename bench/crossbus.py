@@ -124,6 +124,12 @@ def task_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def _sleeping(pid: int) -> bool:
+    """The process's main thread is asleep (state S), not running or waiting for a CPU."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
 def udp_drops(pid: int) -> int:
     """Kernel drops summed over the UDP sockets process ``pid`` holds (``/proc/net/udp``)."""
     inodes = set()
@@ -325,11 +331,15 @@ def run_one(
         # drained = the SUT has gone (nearly) idle: what it still held has gone out
         drain0 = time.monotonic()
         last = proc_cpu(sut.pid)
+        quiet = 0
         while time.monotonic() - drain0 < DRAIN_MAX:
             time.sleep(0.5)
             now = proc_cpu(sut.pid)
             _bar(1, 1, f"{label}: draining {time.monotonic() - drain0:.0f} s")
-            if now - last < 0.5 * IDLE_CPU and time.monotonic() - drain0 >= DRAIN:
+            # idle = little CPU AND its event loop asleep (a SUT starved by other processes
+            # also uses little CPU, but is runnable), twice in a row
+            quiet = quiet + 1 if now - last < 0.5 * IDLE_CPU and _sleeping(sut.pid) else 0
+            if quiet >= 2 and time.monotonic() - drain0 >= DRAIN:
                 break
             last = now
         res.drain_s = time.monotonic() - drain0
