@@ -366,8 +366,9 @@ def run_one(
         sut.wait(20)
         if system.startswith("les02-flow"):
             log = Path(tmp) / "bench.log"
-            with log.open(encoding="utf-8", errors="replace") as f:
-                res.recorded = sum(1 for line in f if line.startswith("("))
+            if log.exists():  # (not with --set recorder.disabled=true)
+                with log.open(encoding="utf-8", errors="replace") as f:
+                    res.recorded = sum(1 for line in f if line.startswith("("))
             err = Path(f"{tmp}/sut.err").read_text(encoding="utf-8", errors="replace")
             res.counted_drops = _counted_drops(err)
         return res
@@ -484,7 +485,7 @@ def _cli() -> int:
         help=f"comma-separated, of {', '.join(ALL_SYSTEMS)} (default: {','.join(SYSTEMS)}); "
         "floor-recv / floor-write: bench.crossfloor, a do-nothing receiver of the same bus; "
         "les02-flow+NODE.KEY=VALUE[+...]: les02-flow with these --set (variants in one run); "
-        "les02-flow@DIR: the les02-flow of another checkout (DIR/.venv), e.g. @/work/main",
+        "les02-flow@DIR: the les02-flow of another checkout (DIR/.venv), e.g. a checkout of the commit before a change",
     )
     p.add_argument(
         "--floor-window",
