@@ -485,7 +485,8 @@ def _cli() -> int:
         help=f"comma-separated, of {', '.join(ALL_SYSTEMS)} (default: {','.join(SYSTEMS)}); "
         "floor-recv / floor-write: bench.crossfloor, a do-nothing receiver of the same bus; "
         "les02-flow+NODE.KEY=VALUE[+...]: les02-flow with these --set (variants in one run); "
-        "les02-flow@DIR: the les02-flow of another checkout (DIR/.venv), e.g. a checkout of the commit before a change",
+        "les02-flow@DIR: the les02-flow of another checkout (DIR/.venv), e.g. of the commit "
+        "before a change",
     )
     p.add_argument(
         "--floor-window",
