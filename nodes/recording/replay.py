@@ -208,12 +208,15 @@ def read_batches(
     previous pass's last item (timestamps and pacing; see the module doc). None = passes
     repeat the recorded timestamps back to back.
 
-    Corrupt lines/records land in ``Batch.problems`` (reported once per pass). A pass that
-    yields nothing ends a ``forever`` replay (nothing to loop over). ``stopped`` is polled
-    between items to end early. ``OSError``/``ValueError`` when the file cannot be opened.
+    Corrupt lines/records land in ``Batch.problems`` (reported once per pass). A batch also
+    comes after ``4 * batch_size`` items read (a window or filter skipping many), full or
+    not. A pass that yields nothing ends a ``forever`` replay (nothing to loop over).
+    ``stopped`` is polled between items to end early. ``OSError``/``ValueError`` when the
+    file cannot be opened.
     """
     timeline = timeline or Timeline()
     window = window or Window()
+    scan_limit = 4 * batch_size
     pass_index = 0
     batch = Batch()
     last_ts: float | None = None  # last item taken, shifted
@@ -231,10 +234,20 @@ def read_batches(
         took = 0
         # no window: every item is taken (offsets are never negative)
         whole = window.start <= 0.0 and window.end is None
+        scanned = 0  # items read since the last batch
         try:
             for item in reader:
                 if stopped():
                     break
+                scanned += 1
+                if scanned > scan_limit:
+                    # many items skipped (window, filter): hand over what there is, so a
+                    # reader on the event loop never holds it for a whole file
+                    scanned = 1
+                    batch.pass_index = pass_index
+                    batch.fraction = reader.fraction()
+                    yield batch
+                    batch = Batch()
                 ts = item_timestamp(item)
                 if not whole:
                     verdict = window.classify(clock.offset(ts), 0.0)
@@ -262,6 +275,7 @@ def read_batches(
                     batch.problems.extend(problems)
                     problems.clear()
                 if len(batch.items) >= batch_size:
+                    scanned = 0
                     batch.pass_index = pass_index
                     batch.fraction = reader.fraction()
                     yield batch

@@ -19,7 +19,7 @@ from les02_flow.flowfile import FlowDocument, FlowErrors, load_flow
 from les02_flow.node import NodeStartError
 from les02_flow.nodes.les02.elevator import ElevatorParams, ElevatorSim
 from les02_flow.nodes.recording.formats import FORMATS, open_writer
-from les02_flow.nodes.recording.replay import Timeline
+from les02_flow.nodes.recording.replay import Timeline, read_batches
 from les02_flow.registry import Registry
 from les02_flow.testing import Collect, registry_with
 
@@ -311,3 +311,16 @@ def test_looped_replay_through_the_default_flow_gives_one_ride_per_pass(
     assert "out_of_order" not in counters
     # each seam is a 1 s gap where the position jumps back: a dropout per channel
     assert counters["dropouts"] == 2 * 2
+
+
+def test_batches_keep_coming_while_a_filter_skips_everything(tmp_path: Path) -> None:
+    """At speed max the batches are read on the event loop: a filter or window that skips
+    most of a file must not hold the loop until the end of the file."""
+    path = tmp_path / "many.log"
+    writer = open_writer(str(path), FORMATS[".log"])
+    writer.write(frames_at([1.0 + i * 0.001 for i in range(5000)]))
+    writer.close()
+    batches = list(read_batches(str(path), accept=lambda m: False, batch_size=100))
+    assert len(batches) >= 10 and not any(b.items for b in batches) and batches[-1].end
+    taken = list(read_batches(str(path), batch_size=100))
+    assert [len(b.items) for b in taken[:-1]] == [100] * 50 and not taken[-1].items
