@@ -47,7 +47,7 @@ FLOW = ROOT / "flows" / "default.yaml"
 #: (label, function name substring in a py-spy frame) for the per-part shares
 PARTS = (
     ("start-up (imports, node registry, CLI)", "import_module"),
-    ("replay_source: reading + parsing the file (reader thread)", "ReplaySource._read "),
+    ("replay_source: reading + parsing the file (read_batches)", "read_batches ("),
     ("les02_parse (decode)", "nodes/les02/"),
     ("ride_detect (node + detector)", "nodes/rides/detect"),
     ("ride_store (consume, loop side)", "nodes/rides/store.py"),
