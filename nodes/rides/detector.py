@@ -774,6 +774,9 @@ class _Core:
             for name, other in self._other.items()
         }
         self._detect = p.channel
+        self._detect_chan = self._chans[p.channel]
+        self._stop_time = p.stop_time
+        self._idle_timeout = p.idle_timeout
         self._gap_limit = p.gap_limit
         # settings read per sample, computed once (same values as the expressions they replace)
         self._silence = max(p.window, p.idle_timeout / 2)
@@ -853,15 +856,14 @@ class _Core:
     # -- deadlines ----------------------------------------------------------------------------
 
     def _earliest(self) -> tuple[float | None, str]:
-        p = self.params
         best: float | None = None
         kind = ""
-        last = self._chans[p.channel].last_ts
+        last = self._detect_chan.last_ts
         move = self._move
         if move is not None and move.below_since is not None:
-            best, kind = move.below_since + p.stop_time, "stop"
+            best, kind = move.below_since + self._stop_time, "stop"
         if last is not None and (move is not None or self._mismatch is not None):
-            idle = last + p.idle_timeout
+            idle = last + self._idle_timeout
             if best is None or idle < best:
                 best, kind = idle, "idle"
         return best, kind
