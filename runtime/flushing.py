@@ -81,10 +81,10 @@ class FlushScheduler:
         """The last flush carried more than one message: flushes are spaced ``interval``."""
         return self._busy
 
-    def request(self) -> None:
-        """One more message to flush: next iteration, or ``interval`` after the previous
+    def request(self, n: int = 1) -> None:
+        """``n`` more messages to flush: next iteration, or ``interval`` after the previous
         flush while busy."""
-        self._requests += 1
+        self._requests += n
         if self._handle is not None:
             return
         if self._busy:

@@ -40,6 +40,9 @@ FLAG_ESI = 0x08
 _KNOWN_FLAGS = FLAG_EXT | FLAG_FD | FLAG_BRS | FLAG_ESI
 
 HEADER = struct.Struct(">QIBB")
+_pack = HEADER.pack
+#: timestamps below this take encode's short path: their µs fit in 64 bits by far
+_FAST_TS_MAX = 1e13
 HEADER_SIZE = HEADER.size  # 14
 MAX_PAYLOAD = 64
 #: payload sizes a CAN FD frame can have (the DLC steps)
@@ -77,6 +80,9 @@ def _fd_length(n: int) -> int:
 def encode(msg: can.Message) -> bytes:
     """One packet for ``msg`` (14 + payload bytes).
 
+    The common frame (classic, 11-bit, data, at most 8 bytes, a float timestamp of this era)
+    takes a short path with the same result as the full rules below (tests compare both).
+
     * timestamp: ``msg.timestamp`` (seconds) in whole microseconds, rounded;
     * flags: EXT from ``is_extended_id``; FD when ``is_fd`` or the payload is over 8 bytes;
       BRS/ESI from ``bitrate_switch``/``error_state_indicator``, only together with FD;
@@ -94,6 +100,24 @@ def encode(msg: can.Message) -> bytes:
     ...                    bitrate_switch=True, data=bytes(9)))[12:14].hex(" ")
     '07 0c'
     """
+    if not (msg.is_extended_id or msg.is_fd or msg.is_remote_frame or msg.is_error_frame):
+        can_id = msg.arbitration_id
+        data = msg.data
+        ts = msg.timestamp
+        if (
+            type(ts) is float
+            and 0.0 <= ts < _FAST_TS_MAX
+            and type(can_id) is int
+            and 0 <= can_id <= _STD_ID_MAX
+            and type(data) is bytearray
+            and len(data) <= 8
+        ):
+            return _pack(round(ts * 1_000_000), can_id, 0, len(data)) + data
+    return _encode_full(msg)
+
+
+def _encode_full(msg: can.Message) -> bytes:
+    """:func:`encode` by the full rules (every kind of frame, every check)."""
     if msg.is_error_frame:
         raise EcuconnectProtocolError("error frames have no ECUconnect representation")
     can_id = msg.arbitration_id

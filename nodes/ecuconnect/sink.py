@@ -589,6 +589,31 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
             self._flusher = FlushScheduler(self.ctx.get_loop(), self._flush)
         self._flusher.request()
 
+    def consume_batch(self, messages: list[Any]) -> None:
+        """:meth:`consume` for a list (the engine's batch path): the same checks and packets,
+        one flush request for all of them."""
+        if not self.clients:
+            return
+        append = self._packets.append
+        n = 0
+        for message in messages:
+            if type(message) is not can.Message and not isinstance(message, can.Message):
+                self.report_error(message, TypeError("not a can.Message"))
+                continue
+            if message.is_error_frame:
+                self.counters.bump("error_frames_skipped")
+                continue
+            try:
+                append(encode(message))
+            except EcuconnectProtocolError as exc:
+                self.report_error(message, exc)
+                continue
+            n += 1
+        if n:
+            if self._flusher is None:
+                self._flusher = FlushScheduler(self.ctx.get_loop(), self._flush)
+            self._flusher.request(n)
+
     def _flush(self) -> None:
         """Send the batch: one joined ``bytes`` queued for every client, one write each.
 

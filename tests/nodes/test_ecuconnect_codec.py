@@ -14,6 +14,7 @@ from les02_flow.nodes.ecuconnect.codec import (
     FD_LENGTHS,
     Decoder,
     EcuconnectProtocolError,
+    _encode_full,
     encode,
 )
 
@@ -209,3 +210,33 @@ def test_random_chunking_gives_the_same_frames(frames: list[can.Message], cuts: 
         assert bytes(got.data) == bytes(want.data)
         assert round(got.timestamp * 1e6) == round(want.timestamp * 1e6)
         assert encode(got) == encode(want)
+
+
+def _outcome(fn: Any, m: can.Message) -> Any:
+    try:
+        return fn(m)
+    except EcuconnectProtocolError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ident=st.one_of(st.integers(0, 0x7FF), st.integers(-5, 0x2000_0005)),
+    ext=st.booleans(),
+    fd=st.booleans(),
+    remote=st.booleans(),
+    error=st.booleans(),
+    data=st.binary(max_size=12),
+    ts=st.one_of(
+        st.floats(0, 2e9),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.0, -0.0, 9.999999e12, 1e13, 1.8e13, 2e13]),
+        st.integers(0, 2**40),
+    ),
+)
+def test_the_short_path_encodes_as_the_full_rules(
+    ident: int, ext: bool, fd: bool, remote: bool, error: bool, data: bytes, ts: Any
+) -> None:
+    m = can.Message(arbitration_id=ident, is_extended_id=ext, is_fd=fd, is_remote_frame=remote,
+                    is_error_frame=error, data=data, timestamp=ts)  # fmt: skip
+    assert _outcome(encode, m) == _outcome(_encode_full, m)

@@ -331,6 +331,48 @@ def test_bad_messages_are_counted_not_fatal() -> None:
     run(main)
 
 
+def test_a_batch_is_consumed_as_its_messages_one_by_one() -> None:
+    """consume_batch (the engine's batch path) sends the packets and counts the problems
+    that consume() per message would."""
+    batch: list[Any] = [
+        seq_frame(1),
+        "not a frame",
+        can.Message(is_error_frame=True, data=bytes(8)),
+        seq_frame(2),
+        can.Message(arbitration_id=0x900, is_extended_id=False),  # > 11 bits
+        seq_frame(3),
+    ]
+
+    async def one(way: str) -> tuple[bytes, int, Any]:
+        sink = make_sink()
+        await sink.start()
+        assert sink.port is not None
+        client = await connect(sink.port)
+        try:
+            await until(lambda: sink.client_count == 1, "client")
+            if way == "batch":
+                sink.consume_batch(batch)
+            else:
+                for m in batch:
+                    sink.consume(m)
+            await until(lambda: len(client.data) >= 3 * 78, "three frames")
+            return (
+                bytes(client.data),
+                sink.counters.errors,
+                sink.counters.extra.get("error_frames_skipped"),
+            )
+        finally:
+            await sink.stop()
+            await client.close()
+
+    async def main() -> None:
+        got = {way: await one(way) for way in ("one by one", "batch")}
+        assert got["batch"] == got["one by one"]
+        assert sequence(got["batch"][0]) == [1, 2, 3]
+
+    run(main)
+
+
 def test_stop_flushes_and_closes_clients() -> None:
     async def main() -> None:
         sink = make_sink()

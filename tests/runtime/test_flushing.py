@@ -75,8 +75,11 @@ class FakeLoop:
         return cast(asyncio.AbstractEventLoop, self)
 
 
-def _run(interval: float, script: list[tuple[float, int]]) -> list[tuple[float, int]]:
-    """Feed ``(at_seconds, n_requests)`` steps; return ``(flush_time, messages)`` per flush."""
+def _run(
+    interval: float, script: list[tuple[float, int]], at_once: bool = False
+) -> list[tuple[float, int]]:
+    """Feed ``(at_seconds, n_requests)`` steps; return ``(flush_time, messages)`` per flush
+    (``at_once``: each step's messages in one ``request(n)``, as a sink's batch does)."""
     loop = FakeLoop()
     flushes: list[tuple[float, int]] = []
     queued = 0
@@ -90,7 +93,10 @@ def _run(interval: float, script: list[tuple[float, int]]) -> list[tuple[float, 
     sched = FlushScheduler(loop.as_loop(), flush, interval)
     for at, n in script:
         loop.advance(at)
-        for _ in range(n):
+        if at_once:
+            queued += n
+            sched.request(n)
+        for _ in range(0 if at_once else n):
             queued += 1
             sched.request()
         loop.run_once()
@@ -124,6 +130,11 @@ def test_busy_sink_flushes_at_most_once_per_interval_under_a_steady_flood() -> N
     times = [t for t, _ in flushes]
     assert times == pytest.approx([0.0, 0.01, 0.02, 0.03])
     assert sum(n for _, n in flushes) == 60  # nothing lost
+
+
+def test_a_batch_request_counts_as_its_messages() -> None:
+    script = [(0.0, 3), (0.005, 2), (0.010, 2), (0.2, 1), (0.25, 1)]
+    assert _run(0.05, script, at_once=True) == _run(0.05, script)
 
 
 def test_cancel_drops_the_pending_flush_and_negative_interval_is_refused() -> None:
