@@ -335,7 +335,6 @@ class Broadcaster(Generic[T]):
         """Like :meth:`publish`, building the bytes with ``make()`` only when some client
         wants ``topic`` (an exception from ``make`` propagates before anything is queued)."""
         data: bytes | None = None
-        counters = self.counters
         slow: list[Client[T]] | None = None
         for client in self._clients:
             topics = client.topics
@@ -343,12 +342,7 @@ class Broadcaster(Generic[T]):
                 continue
             if data is None:
                 data = make()
-            queue = client.queue
-            before = queue.dropped
-            ok = queue.push(data, n)
-            if queue.dropped != before:
-                counters.dropped += queue.dropped - before
-            if not ok:
+            if not self._offer(client, data, n):
                 slow = [*(slow or ()), client]
         for client in slow or ():
             self._kick(client)
@@ -361,7 +355,6 @@ class Broadcaster(Generic[T]):
         ones it wants (joined once per distinct filter). ``True`` when a client got any."""
         if not items:
             return False
-        counters = self.counters
         every: bytes | None = None
         chosen: dict[frozenset[str], tuple[bytes, int]] = {}
         slow: list[Client[T]] | None = None
@@ -380,13 +373,8 @@ class Broadcaster(Generic[T]):
                 data, n = got
                 if not n:
                     continue
-            queue = client.queue
-            before = queue.dropped
-            ok = queue.push(data, n)
             queued = True
-            if queue.dropped != before:
-                counters.dropped += queue.dropped - before
-            if not ok:
+            if not self._offer(client, data, n):
                 slow = [*(slow or ()), client]
         for client in slow or ():
             self._kick(client)
@@ -415,6 +403,16 @@ class Broadcaster(Generic[T]):
             client.transport.write(data)
             self.counters.emitted += n
         return n
+
+    def _offer(self, client: Client[T], data: bytes, n: int) -> bool:
+        """Push ``data`` (``n`` messages) to one client's queue, counting what its policy
+        dropped; ``False`` when the client is too slow (the caller kicks it afterwards)."""
+        queue = client.queue
+        before = queue.dropped
+        ok = queue.push(data, n)
+        if queue.dropped != before:
+            self.counters.dropped += queue.dropped - before
+        return ok
 
     def _kick(self, client: Client[T]) -> None:
         """Overflow under ``disconnect``: out of the set at once, closed by the adapter."""

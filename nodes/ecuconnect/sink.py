@@ -571,27 +571,13 @@ class EcuconnectTcpSink(Node[EcuconnectTcpSinkConfig]):
 
     def consume(self, message: Any) -> None:
         """Encode one frame (only when someone listens) and schedule the batch flush."""
-        if not self.clients:
-            return
-        if not isinstance(message, can.Message):
-            self.report_error(message, TypeError("not a can.Message"))
-            return
-        if message.is_error_frame:
-            self.counters.bump("error_frames_skipped")
-            return
-        try:
-            packet = encode(message)
-        except EcuconnectProtocolError as exc:
-            self.report_error(message, exc)
-            return
-        self._packets.append(packet)
-        if self._flusher is None:
-            self._flusher = FlushScheduler(self.ctx.get_loop(), self._flush)
-        self._flusher.request()
+        if self.clients:
+            self.consume_batch([message])
 
     def consume_batch(self, messages: list[Any]) -> None:
-        """:meth:`consume` for a list (the engine's batch path): the same checks and packets,
-        one flush request for all of them."""
+        """Encode a list of frames (the engine's batch path; :meth:`consume` is a list of
+        one): error frames skipped and counted, anything not a ``can.Message`` or not
+        encodable reported per message, one flush request for all the packets."""
         if not self.clients:
             return
         append = self._packets.append

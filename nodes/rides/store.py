@@ -449,74 +449,55 @@ class RideStore(Node[RideStoreConfig]):
         self._thread.start()
 
     def consume_batch(self, messages: list[Any]) -> None:
-        """:meth:`consume` per message (the batch path): the common position sample of a lift
-        already seen inline, with the settings read once; anything else through
-        :meth:`consume` (errors counted and logged per message, as the engine does)."""
-        buffers = self._buffers
-        max_samples = self.config.max_samples
-        margin = self.config.margin
-        consume = self.consume
+        """:meth:`consume` per message (the batch path): the common position sample through
+        :meth:`_fast_sample`, anything else through the full path (errors counted and logged
+        per message, as the engine does)."""
+        fast = self._fast_sample
+        full = self._consume_full
         for message in messages:
-            if type(message) is dict and message.get("type") == "position_sample":
-                payload = message.get("payload")
-                ts = message.get("ts")
-                if type(payload) is dict and type(ts) is float:
-                    raw = payload.get("position_raw")
-                    channel = payload.get("channel")
-                    site = message.get("site", "")
-                    source = message.get("source", "")
-                    if (
-                        type(raw) is int
-                        and type(channel) is str
-                        and type(site) is str
-                        and type(source) is str
-                    ):
-                        buf = buffers.get((site, source))
-                        if buf is not None:
-                            samples = buf.samples
-                            samples.append((ts, channel, raw))
-                            if len(samples) > max_samples:
-                                samples.popleft()
-                                self.counters.bump("samples_dropped")
-                            if not buf.open:
-                                limit = ts - _PRE_BUFFER - margin  # as in _trim
-                                while samples and samples[0][0] < limit:
-                                    samples.popleft()
-                            continue
+            if fast(message):
+                continue
             try:
-                consume(message)
+                full(message)
             except Exception as exc:
                 self.report_error(message, exc)
 
     def consume(self, message: Any) -> None:
-        # the common message first: a well-formed position sample of a lift already seen
-        # (what the full path below does with it, without its conversions and calls)
-        if type(message) is dict and message.get("type") == "position_sample":
-            payload = message.get("payload")
-            ts = message.get("ts")
-            if type(payload) is dict and type(ts) is float:
-                raw = payload.get("position_raw")
-                channel = payload.get("channel")
-                site = message.get("site", "")
-                source = message.get("source", "")
-                if (
-                    type(raw) is int
-                    and type(channel) is str
-                    and type(site) is str
-                    and type(source) is str
-                ):
-                    buf = self._buffers.get((site, source))
-                    if buf is not None:
-                        samples = buf.samples
-                        samples.append((ts, channel, raw))
-                        if len(samples) > self.config.max_samples:
-                            samples.popleft()
-                            self.counters.bump("samples_dropped")
-                        if not buf.open:
-                            limit = ts - _PRE_BUFFER - self.config.margin  # as in _trim
-                            while samples and samples[0][0] < limit:
-                                samples.popleft()
-                        return
+        if not self._fast_sample(message):
+            self._consume_full(message)
+
+    def _fast_sample(self, message: Any) -> bool:
+        """Keep a well-formed position sample of a lift already seen, as the full path would
+        (without its conversions and calls); ``False`` for anything else."""
+        if type(message) is not dict or message.get("type") != "position_sample":
+            return False
+        payload = message.get("payload")
+        ts = message.get("ts")
+        if type(payload) is not dict or type(ts) is not float:
+            return False
+        raw = payload.get("position_raw")
+        channel = payload.get("channel")
+        site = message.get("site", "")
+        source = message.get("source", "")
+        if not (
+            type(raw) is int and type(channel) is str and type(site) is str and type(source) is str
+        ):
+            return False
+        buf = self._buffers.get((site, source))
+        if buf is None:
+            return False
+        samples = buf.samples
+        samples.append((ts, channel, raw))
+        if len(samples) > self.config.max_samples:
+            samples.popleft()
+            self.counters.bump("samples_dropped")
+        if not buf.open:
+            limit = ts - _PRE_BUFFER - self.config.margin  # as in _trim
+            while samples and samples[0][0] < limit:
+                samples.popleft()
+        return True
+
+    def _consume_full(self, message: Any) -> None:
         if not isinstance(message, dict):
             raise ValueError("not an event envelope")
         kind = message.get("type")
