@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench import py_spy
 from bench.live import pct
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,7 +306,7 @@ def run_one(
         time.sleep(0.5)  # the SUT has accepted the clients
         if profile is not None:  # sample the sending period only
             spy = subprocess.Popen(
-                [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(sut.pid),
+                [py_spy(), "record", "--pid", str(sut.pid),
                  "--rate", "250", "--format", "raw", "--duration", str(max(1, int(duration))),
                  "-o", str(profile)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
@@ -498,6 +499,8 @@ def _cli() -> int:
     p.add_argument("--ws", type=int, default=10, help="with --profile")
     p.add_argument("--tcp", type=int, default=2, help="with --profile")
     a = p.parse_args(argv)
+    if a.profile is not None:
+        py_spy()  # before the long run: the hint when it is missing
     rc = _inside_namespace(argv)
     if rc >= 0:
         return rc

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench import py_spy
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SYSTEMS = {"les02-flow": "bench.live_sut", "seed": "bench.baselines.seed_listener"}
@@ -199,7 +201,7 @@ def run_once(system: str, rate: float, duration: float, profile: Path | None = N
                 raise RuntimeError("client did not start")
         spy: subprocess.Popen[str] | None = None
         if profile is not None:  # sample the sending period only
-            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            exe = py_spy()
             spy = subprocess.Popen(
                 [exe, "record", "--pid", str(sut.pid), "--rate", "250", "--format", "raw",
                  "--duration", str(max(1, int(duration) - 1)), "-o", str(profile)],
@@ -459,6 +461,8 @@ def _cli() -> int:
     p.add_argument("--profile", type=Path, default=None, help="py-spy the SUT at 12,600/s")
     p.add_argument("--profile-only", type=Path, default=None, help="only the py-spy run")
     a = p.parse_args()
+    if a.profile is not None or a.profile_only is not None:
+        py_spy()  # before the long run: the hint when it is missing
     if a.profile_only is not None:
         profile_only(a.profile_only)
         return 0

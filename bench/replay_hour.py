@@ -38,6 +38,7 @@ from pathlib import Path
 
 import can
 
+from bench import py_spy
 from bench.recording import HOUR, iter_les02_frames, write_recording
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def load_average() -> str:
 
 
 def profile_shares(path: Path, tmp: Path, raw: Path) -> list[tuple[str, str]]:
-    spy = str(Path(sys.executable).with_name("py-spy"))
+    spy = py_spy()
     spy_args = ["record", "--gil", "--rate", "100", "--format", "raw", "-o", str(raw), "--"]
     subprocess.run([spy, *spy_args, *replay_cmd(path, tmp)], cwd=tmp, capture_output=True,
                    check=True)  # fmt: skip
@@ -221,6 +222,8 @@ def _cli() -> int:
     p.add_argument("--baseline", type=Path, default=None,
                    help="a checkout of another revision (its .venv) replayed too")  # fmt: skip
     a = p.parse_args()
+    if a.profile is not None:
+        py_spy()  # before the long run: the hint when it is missing
     command = ".venv/bin/python -m bench.replay_hour" + (
         f" {' '.join(sys.argv[1:])}" if sys.argv[1:] else ""
     )
