@@ -1,5 +1,6 @@
 """A non-editable install ships the built-in flows: ``les02-flow canlogger`` and ``uds-sim``
-find their flow files as package data, not next to a source checkout (issue 15 item 8)."""
+find their flow files as package data, not next to a source checkout (issue 15 item 8); the
+web console's page comes with it, and setuptools does not warn that it is absent from `packages`."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ def test_the_wheel_ships_the_builtin_flows_and_commands_find_them(tmp_path: Path
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
+    assert "absent from the `packages` configuration" not in build.stderr, build.stderr
     wheel = next(tmp_path.glob("les02_flow-*.whl"))
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert "les02_flow/flows/canlogger.yaml" in names
         assert "les02_flow/flows/uds-mock.yaml" in names
+        for page in ("index.html", "app.js", "style.css", "favicon.svg"):
+            assert f"les02_flow/nodes/web/static/{page}" in names
         zf.extractall(site)
     probe = (
         "from les02_flow.commands.canlogger import flow_path\n"
