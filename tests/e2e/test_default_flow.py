@@ -14,6 +14,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from les02_flow.testing import poll_until
+
 ROOT = Path(__file__).resolve().parents[2]
 #: the default flow writes files; tests keep the repository clean
 NO_FILES = (
@@ -148,10 +150,12 @@ def test_sigint_stops_gracefully_and_logs_to_file(
         events, _ = asyncio.run(collect(url, 0.5))
         assert events
         # a periodic stats line before the signal (a starved flow's timer may be late)
-        deadline = time.monotonic() + 20
-        while not (log_file.exists() and "stats sim out=" in log_file.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, "no periodic stats line"
-            time.sleep(0.05)
+        poll_until(
+            lambda: log_file.exists() and "stats sim out=" in log_file.read_text(),
+            "a periodic stats line",
+            20,
+            process=proc,
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)

@@ -12,6 +12,7 @@ in two terminals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from les02_flow.testing import poll_until
 
 HERE = Path(__file__).resolve()
 NETNS_SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
@@ -97,12 +100,14 @@ def _scenario(tmp: Path) -> dict[str, Any]:
         assert sim.returncode == 0 and sent, sim.stderr
         want = int(sent.group(1))
         lines: list[str] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the recorder flushes every second
+
+        def recorded() -> bool:  # the recorder flushes every second
+            nonlocal lines
             lines = out.read_text().splitlines() if out.exists() else []
-            if len(lines) >= want:
-                break
-            time.sleep(0.1)
+            return len(lines) >= want
+
+        with contextlib.suppress(AssertionError):  # a short file is what the asserts report
+            poll_until(recorded, f"{want} recorded lines", 20, process=record)
     finally:
         record.send_signal(signal.SIGTERM)
         _, err = record.communicate(timeout=30)
